@@ -1,0 +1,62 @@
+"""The ``newswatch`` command: argument dispatch only.
+
+Each package registers its own subcommands (``register(subparsers)``) and
+does the work in its own modules; this file wires them together, sets up
+logging and turns `NewswatchError` into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from newswatch.errors import NewswatchError
+from newswatch.logs import configure_logging
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+#: Modules that contribute subcommands, in --help order.
+_COMMAND_MODULES = (
+    "pipelines.commands",  # run, pipeline, alerts
+    "connectors.commands",  # ingest
+    "models.commands",  # classify, model train|eval
+    "newswatch.broker",  # broker start|stop|status
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="newswatch",
+        description="Streaming detection of Taiwan-related escalation signals in the news.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # a package still without commands
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    configure_logging(getattr(args, "verbose", 0))
+    try:
+        return int(args.handler(args) or 0)
+    except NewswatchError as exc:
+        print(f"newswatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""Every record that crosses a process or topic boundary.
+
+Connectors turn feed entries and files into `Article`s, the pipeline turns
+articles into `Classification`s and then into `Alert`s, `Decision`s or
+`DeadLetter`s. Each record is a frozen dataclass serialised as UTF-8 JSON with
+a ``schema_version``; pass the dataclasses around and serialise only at edges.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SIGNAL_TYPES",
+    "Alert",
+    "Article",
+    "Classification",
+    "DeadLetter",
+    "Decision",
+    "SchemaError",
+    "alert_id",
+    "article_id",
+    "utc_now",
+]
+
+SCHEMA_VERSION = 1
+
+#: The six signal types of the labelling guide, in their canonical order.
+SIGNAL_TYPES: tuple[str, ...] = (
+    "military",
+    "rhetoric",
+    "economic",
+    "diplomatic",
+    "arms",
+    "grayzone",
+)
+
+
+class SchemaError(ValueError):
+    """A payload is not a valid record of the expected type."""
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string with a trailing ``Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def article_id(identity: str) -> str:
+    """A stable id for an article from its GUID or canonical URL.
+
+    The same entry seen in many snapshots of a feed, or replayed, gets the same
+    id, so every stage can deduplicate by key.
+    """
+    return hashlib.sha256(identity.strip().encode("utf-8")).hexdigest()[:16]
+
+
+def alert_id(article: str, model_version: str) -> str:
+    """A stable alert id: one alert per article and model version."""
+    return hashlib.sha256(f"{article}|{model_version}".encode()).hexdigest()[:16]
+
+
+class _Record:
+    """JSON (de)serialisation shared by all records."""
+
+    _required: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, sort_keys=True)
+
+    def to_bytes(self) -> bytes:
+        return self.to_json().encode("utf-8")
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        if not isinstance(data, dict):
+            raise SchemaError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        missing = [name for name in cls._required if data.get(name) in (None, "")]
+        if missing:
+            raise SchemaError(f"{cls.__name__}: missing required field(s) {', '.join(missing)}")
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise SchemaError(f"{cls.__name__}: {exc}") from exc
+
+    @classmethod
+    def from_bytes(cls, payload: bytes | None) -> Self:
+        if payload is None:
+            raise SchemaError(f"{cls.__name__}: empty payload (tombstone)")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SchemaError(f"{cls.__name__}: payload is not UTF-8 ({exc.reason})") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SchemaError(f"{cls.__name__}: payload is not JSON ({exc.msg})") from exc
+        return cls.from_dict(data)
+
+
+@dataclass(frozen=True, slots=True)
+class Article(_Record):
+    """A news item as published to the articles topic."""
+
+    _required: ClassVar[tuple[str, ...]] = ("id", "title")
+
+    id: str
+    """Deterministic id, see `article_id`; also the Kafka record key."""
+    url: str
+    """Canonical link of the item ('' for local documents without one)."""
+    title: str
+    """Headline, plain text."""
+    text: str
+    """Body or summary, plain text (HTML stripped)."""
+    published: str | None
+    """Publication time from the source, ISO-8601 UTC; None if the source gave none."""
+    source: str
+    """Outlet name, e.g. 'BBC News'."""
+    feed: str
+    """Where it came from: a feed URL or a file path."""
+    ingested_at: str
+    """When the connector read it, ISO-8601 UTC."""
+    language: str | None = None
+    """Language tag from the source, if any."""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def content(self) -> str:
+        """Title and text as one document for classification."""
+        return f"{self.title}\n{self.text}".strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Classification(_Record):
+    """The classifier's judgement of one article."""
+
+    taiwan_related: bool
+    """The article is about Taiwan (per the labelling guide)."""
+    taiwan_score: float
+    """Probability that the article is Taiwan-related."""
+    escalation: bool
+    """The article reports a Taiwan-related escalation signal."""
+    escalation_score: float
+    """Calibrated probability of escalation."""
+    signals: list[str]
+    """Signal types over their thresholds, in `SIGNAL_TYPES` order."""
+    signal_scores: dict[str, float]
+    """Score of every signal type."""
+    severity: int
+    """0 (none) to 4 (acute), per the labelling guide."""
+    evidence: list[str]
+    """The sentence(s) that drove the decision, most decisive first."""
+    model: str
+    """Model name."""
+    model_version: str
+    """Model artefact version."""
+    schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Alert(_Record):
+    """An escalation alert as written to the alerts topic (keyed by alert_id)."""
+
+    _required: ClassVar[tuple[str, ...]] = ("alert_id", "article_id")
+
+    alert_id: str
+    article_id: str
+    url: str
+    title: str
+    source: str
+    published: str | None
+    escalation_score: float
+    signals: list[str]
+    signal_scores: dict[str, float]
+    severity: int
+    evidence: list[str]
+    model: str
+    model_version: str
+    ingested_at: str
+    alerted_at: str
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_classification(
+        cls, article: Article, result: Classification, alerted_at: str | None = None
+    ) -> Alert:
+        return cls(
+            alert_id=alert_id(article.id, result.model_version),
+            article_id=article.id,
+            url=article.url,
+            title=article.title,
+            source=article.source,
+            published=article.published,
+            escalation_score=result.escalation_score,
+            signals=list(result.signals),
+            signal_scores=dict(result.signal_scores),
+            severity=result.severity,
+            evidence=list(result.evidence),
+            model=result.model,
+            model_version=result.model_version,
+            ingested_at=article.ingested_at,
+            alerted_at=alerted_at or utc_now(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(_Record):
+    """The compact outcome recorded for every classified article (alert or not)."""
+
+    _required: ClassVar[tuple[str, ...]] = ("article_id",)
+
+    article_id: str
+    alert: bool
+    escalation_score: float
+    taiwan_related: bool
+    signals: list[str]
+    severity: int
+    model_version: str
+    published: str | None
+    source: str
+    decided_at: str
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_classification(cls, article: Article, result: Classification) -> Decision:
+        return cls(
+            article_id=article.id,
+            alert=result.escalation,
+            escalation_score=result.escalation_score,
+            taiwan_related=result.taiwan_related,
+            signals=list(result.signals),
+            severity=result.severity,
+            model_version=result.model_version,
+            published=article.published,
+            source=article.source,
+            decided_at=utc_now(),
+        )
+
+
+#: Dead letters keep at most this many bytes of the offending payload.
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter(_Record):
+    """Input that could not be processed, with why and where it came from."""
+
+    _required: ClassVar[tuple[str, ...]] = ("stage", "error")
+
+    stage: str
+    """Where it failed: 'fetch', 'parse', 'decode', 'classify', ..."""
+    error: str
+    """Exception type or short error code."""
+    message: str
+    """Human-readable reason."""
+    origin: str
+    """Where the input came from: feed URL, file path or topic/partition@offset."""
+    payload_b64: str = ""
+    """Base64 of the original bytes, cut to `DEAD_LETTER_PAYLOAD_LIMIT`."""
+    payload_size: int = 0
+    """Size of the original payload in bytes (before cutting)."""
+    key: str | None = None
+    """Record key or article id, when known."""
+    at: str = field(default_factory=utc_now)
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def of(
+        cls,
+        stage: str,
+        exc: BaseException | str,
+        origin: str,
+        payload: bytes | str | None = None,
+        key: str | None = None,
+    ) -> DeadLetter:
+        """Build a dead letter from an exception (or error code) and the raw input."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8", "surrogateescape")
+        raw = payload or b""
+        if isinstance(exc, BaseException):
+            error, message = type(exc).__name__, str(exc) or type(exc).__name__
+        else:
+            error, message = exc, exc
+        return cls(
+            stage=stage,
+            error=error,
+            message=message[:2000],
+            origin=origin,
+            payload_b64=base64.b64encode(raw[:DEAD_LETTER_PAYLOAD_LIMIT]).decode("ascii"),
+            payload_size=len(raw),
+            key=key,
+        )
+
+    @property
+    def payload(self) -> bytes:
+        return base64.b64decode(self.payload_b64)
