@@ -1,0 +1,203 @@
+"""The streaming pipeline: articles topic → classifier → alerts, decisions, dead letters.
+
+    ReadArticles → DecodeArticles → ClassifyArticles (RunInference) → RouteOutcomes
+        → WriteOutcomes (Kafka, acks=all) → CommitOffsets (consumer group)
+
+`build` wires the graph onto a pipeline; `run` executes it on a real Beam
+runner in streaming mode: Prism locally (a single static binary built from
+the Go module proxy), or Flink via Beam's FlinkRunner for scale-out. Offsets
+are committed only after each record's outcome was acknowledged by Kafka.
+
+Run it with ``newswatch pipeline`` (pipeline only) or ``newswatch run``
+(broker, connectors and pipeline together).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from newswatch.config import Settings
+from newswatch.errors import ConfigError
+from pipelines import kafkaio
+from pipelines.kafkaio import (
+    CommitOffsetsFn,
+    PartitionSpec,
+    ReadFromKafkaPartitions,
+    WriteToKafkaFn,
+    plan_partitions,
+)
+from pipelines.transforms import AckKV, ClassifyArticles, DecodeArticles, RouteOutcomesFn
+
+__all__ = ["PipelineReport", "build", "pipeline_options", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+def build(
+    pipeline: beam.Pipeline,
+    settings: Settings,
+    partitions: Sequence[PartitionSpec],
+    model_handler: Any,
+) -> None:
+    """Adds the classification graph for ``partitions`` to ``pipeline``."""
+    kafka = settings.kafka
+    servers = settings.bootstrap_servers
+    records = pipeline | "ReadArticles" >> ReadFromKafkaPartitions(partitions)
+    articles, undecodable = records | "DecodeArticles" >> DecodeArticles(kafka.dead_letter_topic)
+    predictions, failed = articles | "ClassifyArticles" >> ClassifyArticles(
+        model_handler, kafka.dead_letter_topic
+    )
+    decided = predictions | "RouteOutcomes" >> beam.ParDo(RouteOutcomesFn(kafka))
+    outcomes = (decided, undecodable, failed) | "AllOutcomes" >> beam.Flatten()
+    starts = {f"{p.topic}/{p.partition}": p.start for p in partitions}
+    (
+        outcomes
+        | "WriteOutcomes" >> beam.ParDo(WriteToKafkaFn(servers)).with_output_types(AckKV)
+        | "CommitOffsets" >> beam.ParDo(CommitOffsetsFn(servers, kafka.group_id, starts))
+    )
+
+
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    """Beam options for the configured runner, always in streaming mode."""
+    runner = settings.runner
+    args = ["--streaming"]
+    if runner.runner == "prism":
+        if not runner.prism_location.is_file():
+            raise ConfigError(
+                f"Prism runner binary not found at {runner.prism_location}; run deploy/setup.sh "
+                "(it builds Prism from the Go module proxy) or pass --prism-location"
+            )
+        args += [
+            "--runner=PrismRunner",
+            f"--prism_location={runner.prism_location}",
+            "--environment_type=LOOPBACK",
+            "--prism_log_level=warn",
+        ]
+    else:
+        args += [
+            "--runner=FlinkRunner",
+            f"--flink_master={runner.flink_master}",
+            f"--parallelism={runner.parallelism}",
+        ]
+        if runner.flink_job_server_jar:
+            args.append(f"--flink_job_server_jar={runner.flink_job_server_jar}")
+    return PipelineOptions(args + list(runner.beam_args))
+
+
+@dataclass
+class PipelineReport:
+    """What one pipeline run did, from its Beam metrics."""
+
+    counters: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        keys = ("articles_decoded", "alerts", "no_alert_decisions", "dead_letters_decode")
+        parts = [f"{k}={self.counters.get(k, 0)}" for k in keys]
+        return f"pipeline: {' '.join(parts)} in {self.seconds:.1f}s"
+
+
+def _counters(result: Any) -> dict[str, int]:
+    try:
+        query = result.metrics().query()
+    except Exception:  # metrics are informative only
+        logger.debug("metrics unavailable", exc_info=True)
+        return {}
+    counters: dict[str, int] = {}
+    for item in query.get("counters", []):
+        if item.key.metric.namespace == "newswatch":
+            name = item.key.metric.name
+            counters[name] = counters.get(name, 0) + int(item.committed or item.attempted or 0)
+    return counters
+
+
+def run(
+    settings: Settings,
+    *,
+    until_idle: bool = False,
+    model_handler: Any = None,
+    stop: threading.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> PipelineReport:
+    """Runs the pipeline until ``stop`` is set (or, with ``until_idle``, the backlog is done).
+
+    Setting ``stop`` (SIGINT/SIGTERM do) drains: readers stop polling, in-flight
+    records are classified, written and committed, then the job finishes.
+    """
+    if model_handler is None:
+        from models.handler import EscalationModelHandler
+
+        model_handler = EscalationModelHandler(settings.model)
+    options = pipeline_options(settings)  # fail fast on a bad runner set-up
+    partitions = plan_partitions(
+        settings.bootstrap_servers,
+        settings.kafka.articles_topic,
+        settings.kafka.group_id,
+        until_end=until_idle,
+    )
+    logger.info(
+        "pipeline reading %s from %s",
+        ", ".join(f"{p.partition}@{p.start}..{p.stop or ''}" for p in partitions),
+        settings.kafka.articles_topic,
+    )
+    stop = stop or threading.Event()
+    kafkaio.reset_stop()
+    watcher = threading.Thread(
+        target=_forward_stop, args=(stop,), name="pipeline-stop", daemon=True
+    )
+    watcher.start()
+    started = time.monotonic()
+    restore = None
+    try:
+        pipeline = beam.Pipeline(options=options)
+        build(pipeline, settings, partitions, model_handler)
+        result = pipeline.run()
+        # Installed after the job started: Beam's job server replaces the SIGINT
+        # handler with one that kills the runner, which would prevent draining.
+        restore = _install_signal_handlers(stop) if install_signal_handlers else None
+        result.wait_until_finish()
+    finally:
+        stop.set()
+        if restore:
+            restore()
+    report = PipelineReport(_counters(result), time.monotonic() - started)
+    logger.info("%s", report.summary())
+    return report
+
+
+def _forward_stop(stop: threading.Event) -> None:
+    stop.wait()
+    kafkaio.request_stop()
+
+
+def _install_signal_handlers(stop: threading.Event):
+    """First SIGINT/SIGTERM drains; a second one exits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handle(signum, frame):
+        if stop.is_set():
+            logger.warning("second %s: exiting without draining", signal.Signals(signum).name)
+            raise KeyboardInterrupt
+        logger.warning(
+            "%s: draining (in-flight articles are finished and committed; repeat to exit now)",
+            signal.Signals(signum).name,
+        )
+        stop.set()
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore

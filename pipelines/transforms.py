@@ -1,0 +1,145 @@
+"""The steps of the classification pipeline, between the Kafka read and write.
+
+Every Kafka record gets exactly one outcome: an `OutboundRecord` carrying a
+decision (plus an alert when the article is an escalation) or a dead letter.
+Each outcome carries the `OutcomeAck` of its input record, so offsets are
+committed only after the outcome is written.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+
+from newswatch.config import KafkaSettings
+from newswatch.schemas import Alert, Article, Classification, DeadLetter, Decision, SchemaError
+from pipelines.kafkaio import KafkaRecord, OutboundMessage, OutboundRecord, OutcomeAck
+
+__all__ = ["ClassifyArticles", "DecodeArticleFn", "DecodeArticles", "RouteOutcomesFn"]
+
+_NAMESPACE = "newswatch"
+#: Articles longer than this (title + text, in characters) are dead-lettered as too large.
+MAX_ARTICLE_CHARS = 1_000_000
+
+
+class DecodeArticleFn(beam.DoFn):
+    """Kafka record → (ack, Article), or a dead letter for anything unreadable."""
+
+    DEAD = "dead"
+
+    def __init__(self, dead_letter_topic: str) -> None:
+        self._dead_letter_topic = dead_letter_topic
+        self._decoded = Metrics.counter(_NAMESPACE, "articles_decoded")
+        self._dead = Metrics.counter(_NAMESPACE, "dead_letters_decode")
+
+    def process(self, record: KafkaRecord) -> Iterator:
+        try:
+            article = Article.from_bytes(record.value)
+            if len(article.title) + len(article.text) > MAX_ARTICLE_CHARS:
+                raise SchemaError(
+                    f"article too large: {len(article.title) + len(article.text)} characters "
+                    f"(limit {MAX_ARTICLE_CHARS})"
+                )
+            if not isinstance(article.title, str) or not isinstance(article.text, str):
+                raise SchemaError("title and text must be strings")
+        except SchemaError as exc:
+            self._dead.inc()
+            key = record.key.decode("utf-8", "replace") if record.key else None
+            letter = DeadLetter.of("decode", exc, record.origin, record.value, key=key)
+            yield beam.pvalue.TaggedOutput(
+                self.DEAD, _dead_letter_record(self._dead_letter_topic, letter, record.ack())
+            )
+            return
+        self._decoded.inc()
+        yield record.ack(), article
+
+
+def _dead_letter_record(topic: str, letter: DeadLetter, ack: OutcomeAck) -> OutboundRecord:
+    return OutboundRecord(
+        messages=(OutboundMessage(topic, letter.origin.encode(), letter.to_bytes()),), ack=ack
+    )
+
+
+class DecodeArticles(beam.PTransform):
+    """Returns ``good, bad``: keyed articles and dead-letter records."""
+
+    def __init__(self, dead_letter_topic: str) -> None:
+        super().__init__()
+        self._dead_letter_topic = dead_letter_topic
+
+    def expand(self, records):
+        outputs = records | "Decode" >> beam.ParDo(
+            DecodeArticleFn(self._dead_letter_topic)
+        ).with_outputs(DecodeArticleFn.DEAD, main="good")
+        return outputs.good, outputs[DecodeArticleFn.DEAD]
+
+
+class ClassifyArticles(beam.PTransform):
+    """RunInference with the escalation model; failed batches become dead letters.
+
+    Returns ``good, bad``: (ack, PredictionResult) pairs and dead-letter records.
+    """
+
+    def __init__(self, model_handler, dead_letter_topic: str) -> None:
+        super().__init__()
+        self._model_handler = KeyedModelHandler(model_handler)
+        self._dead_letter_topic = dead_letter_topic
+
+    def expand(self, keyed_articles):
+        good, failed = (
+            keyed_articles
+            | "RunInference" >> RunInference(self._model_handler).with_exception_handling()
+        )
+        bad = failed.failed_inferences | "FailedBatches" >> beam.FlatMap(
+            _failed_batch_to_dead_letters, self._dead_letter_topic
+        )
+        return good, bad
+
+
+def _failed_batch_to_dead_letters(failure, topic: str) -> Iterator[OutboundRecord]:
+    batch, exc = failure
+    for ack, article in batch:
+        letter = DeadLetter.of(
+            "classify",
+            exc,
+            f"{ack.topic}/{ack.partition}@{ack.end - 1}",
+            article.to_bytes() if isinstance(article, Article) else repr(article),
+            key=getattr(article, "id", None),
+        )
+        yield _dead_letter_record(topic, letter, ack)
+
+
+class RouteOutcomesFn(beam.DoFn):
+    """(ack, prediction) → one OutboundRecord: a decision, plus an alert if escalation."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._alerts_topic = kafka.alerts_topic
+        self._decisions_topic = kafka.decisions_topic
+        self._alerts = Metrics.counter(_NAMESPACE, "alerts")
+        self._no_alerts = Metrics.counter(_NAMESPACE, "no_alert_decisions")
+
+    def process(self, element: tuple[OutcomeAck, PredictionResult]) -> Iterator[OutboundRecord]:
+        ack, prediction = element
+        article: Article = prediction.example
+        result: Classification = prediction.inference
+        decision = Decision.from_classification(article, result)
+        messages = [
+            OutboundMessage(self._decisions_topic, article.id.encode(), decision.to_bytes())
+        ]
+        if result.escalation:
+            alert = Alert.from_classification(article, result)
+            messages.insert(
+                0, OutboundMessage(self._alerts_topic, alert.alert_id.encode(), alert.to_bytes())
+            )
+            self._alerts.inc()
+        else:
+            self._no_alerts.inc()
+        yield OutboundRecord(messages=tuple(messages), ack=ack)
+
+
+#: Typed output of the writer, so the commit stage gets a deterministic key coder.
+AckKV = typing.Tuple[str, OutcomeAck]  # noqa: UP006 - Beam type hints want typing.Tuple

@@ -1,0 +1,177 @@
+"""The streaming pipeline end to end, on a real broker and a real Beam runner (Prism).
+
+Real news in: the seed article (the Nov 2025 China-Japan row over Taiwan) and
+non-Taiwan items from the labelled set (real outlets' RSS items, 2023; see
+../shared/data/labelled/dev.jsonl), plus garbage bytes on the articles topic.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from kafka import TopicPartition
+
+from connectors.publish import Publisher
+from newswatch.config import PROJECT_ROOT, Settings
+from newswatch.schemas import Alert, Article, DeadLetter, Decision, article_id, utc_now
+from newswatch.topics import make_consumer, make_producer
+from pipelines.classify import run
+
+SEED = PROJECT_ROOT / "seeds" / "000_926da616d7d9c5df.txt"
+LABELLED = PROJECT_ROOT.parent / "shared" / "data" / "labelled" / "dev.jsonl"
+
+
+def seed_article() -> Article:
+    lines = [line.strip() for line in SEED.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    return Article(
+        id=article_id("file:" + SEED.name),
+        url="",
+        title=lines[0],
+        text="\n".join(lines[1:]),
+        published="2025-11-25T00:00:00Z",
+        source="seed",
+        feed=str(SEED),
+        ingested_at=utc_now(),
+    )
+
+
+def non_taiwan_articles(count: int) -> list[Article]:
+    """The first ``count`` 2023 items of the labelled set that are not about Taiwan."""
+    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines()]
+    picked = [r for r in rows if r["published"].startswith("2023") and not r["taiwan_related"]]
+    return [
+        Article(
+            id=article_id(r["url"]),
+            url=r["url"],
+            title=r["title"],
+            text=r["summary"],
+            published=r["published"],
+            source=r["source"],
+            feed=r["feed_url"],
+            ingested_at=utc_now(),
+        )
+        for r in picked[:count]
+    ]
+
+
+def read_topic(settings: Settings, topic: str) -> list:
+    """Every record currently in ``topic``."""
+    consumer = make_consumer(settings.bootstrap_servers)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records = []
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def committed_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    consumer = make_consumer(settings.bootstrap_servers, group_id=settings.kafka.group_id)
+    try:
+        topic = settings.kafka.articles_topic
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+        end = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
+        return {tp.partition: consumer.committed(tp) or 0 for tp in tps}, end
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def published(settings: Settings) -> tuple[Article, list[Article]]:
+    """Seed and 20 non-Taiwan items on the articles topic, with garbage in between."""
+    seed, others = seed_article(), non_taiwan_articles(20)
+    with Publisher(settings) as publisher:
+        publisher.publish(others[:10])
+    producer = make_producer(settings.bootstrap_servers)
+    producer.send(settings.kafka.articles_topic, key=b"garbage", value=b"\xff\xfe not json {")
+    producer.flush()
+    producer.close()
+    with Publisher(settings) as publisher:
+        publisher.publish([seed, *others[10:]])
+    return seed, others
+
+
+def test_seed_alerts_and_others_do_not_on_a_streaming_runner(settings, published):
+    seed, others = published
+    stop = threading.Event()
+    finished = threading.Event()
+    outcome: dict = {}
+
+    def pipeline() -> None:
+        try:
+            outcome["report"] = run(settings, stop=stop, install_signal_handlers=False)
+        except BaseException as exc:  # surfaced by the assertion below
+            outcome["error"] = exc
+        finally:
+            finished.set()
+
+    thread = threading.Thread(target=pipeline, daemon=True)
+    thread.start()
+    # Streaming: the job keeps running; wait until every record has an outcome.
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not finished.is_set():
+        committed, end = committed_offsets(settings)
+        if committed == end:
+            break
+        time.sleep(1)
+    assert not finished.is_set(), f"streaming pipeline ended on its own: {outcome}"
+    stop.set()  # drain
+    assert finished.wait(120), "pipeline did not drain after stop"
+    assert "error" not in outcome, outcome.get("error")
+
+    alerts = [Alert.from_bytes(r.value) for r in read_topic(settings, settings.kafka.alerts_topic)]
+    assert {a.article_id for a in alerts} == {seed.id}
+    (alert,) = {a.alert_id: a for a in alerts}.values()
+    assert {"rhetoric", "economic", "diplomatic"} <= set(alert.signals)
+    assert alert.evidence and alert.title == seed.title
+
+    decisions = [
+        Decision.from_bytes(r.value) for r in read_topic(settings, settings.kafka.decisions_topic)
+    ]
+    assert {d.article_id for d in decisions} == {seed.id} | {a.id for a in others}
+    assert {d.article_id for d in decisions if d.alert} == {seed.id}
+
+    dead = read_topic(settings, settings.kafka.dead_letter_topic)
+    letters = [DeadLetter.from_bytes(r.value) for r in dead]
+    assert [(d.stage, d.key, d.payload) for d in letters] == [
+        ("decode", "garbage", b"\xff\xfe not json {")
+    ]
+    committed, end = committed_offsets(settings)
+    assert committed == end
+    assert outcome["report"].counters.get("alerts", 0) >= 1
+
+
+def test_until_idle_processes_the_backlog_and_exits(settings, published):
+    _seed, others = published
+    report = run(settings, until_idle=True, install_signal_handlers=False)
+    decisions = read_topic(settings, settings.kafka.decisions_topic)
+    assert len({Decision.from_bytes(r.value).article_id for r in decisions}) == 1 + len(others)
+    committed, end = committed_offsets(settings)
+    assert committed == end
+    assert report.counters.get("dead_letters_decode") == 1
+
+
+def test_restart_resumes_from_committed_offsets(settings, published):
+    run(settings, until_idle=True, install_signal_handlers=False)
+    first = len(read_topic(settings, settings.kafka.decisions_topic))
+    # Nothing new: a second run reads nothing and writes nothing.
+    report = run(settings, until_idle=True, install_signal_handlers=False)
+    assert report.counters.get("articles_decoded", 0) == 0
+    assert len(read_topic(settings, settings.kafka.decisions_topic)) == first
+    # A new article: only it is processed.
+    extra = non_taiwan_articles(21)[20]
+    with Publisher(settings) as publisher:
+        publisher.publish([extra])
+    report = run(settings, until_idle=True, install_signal_handlers=False)
+    assert report.counters.get("articles_decoded") == 1
