@@ -96,12 +96,16 @@ class ConnectorSettings:
     """Connector checkpoints: validators, sent ids, feed health."""
     allow_private_addresses: bool = False
     """Allow feeds on loopback, private and link-local addresses (off: SSRF guard)."""
+    allowed_networks: list[str] = field(default_factory=list)
+    """CIDR blocks allowed even while private addresses are refused, e.g. an intranet feed host."""
     max_feed_bytes: int = 20 * 1024 * 1024
     max_entry_chars: int = 200_000
     """Longer entry texts are cut to this many characters (and logged)."""
     max_redirects: int = 5
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
+    fetch_deadline: float = 120.0
+    """Seconds one whole fetch (redirects and body) may take; stops slow-drip servers."""
     max_backoff: float = 3600.0
     """Upper bound, in seconds, of the per-feed backoff after errors."""
     user_agent: str = "newswatch/0.1 (+https://github.com/newswatch/newswatch)"
@@ -119,6 +123,10 @@ class ModelSettings:
     """Seconds the streaming pipeline waits to fill a batch."""
     threads: int = 0
     """Inference threads; 0 lets ONNX Runtime decide."""
+    prefilter: bool = True
+    """Skip the model for articles that name neither Taiwan nor China."""
+    labelled_data: Path = PROJECT_ROOT.parent / "shared" / "data" / "labelled" / "dev.jsonl"
+    """Labelled JSON-lines rows that `newswatch model train` and `model eval` read by default."""
 
 
 @dataclass
