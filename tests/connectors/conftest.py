@@ -17,7 +17,6 @@ from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newswatch.config import Settings
-from newswatch.topics import make_consumer
 from tests.connectors.servers import FeedServer
 
 
@@ -91,6 +90,8 @@ def read_topic() -> Callable[[Settings, str], list[ConsumerRecord]]:
     """A function returning every record of a topic, from the beginning to its end now."""
 
     def read(settings: Settings, topic: str, timeout: float = 30.0) -> list[ConsumerRecord]:
+        from newswatch.topics import make_consumer
+
         consumer = make_consumer(settings.bootstrap_servers, group_id=None)
         try:
             deadline = time.monotonic() + timeout
