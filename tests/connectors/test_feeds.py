@@ -96,7 +96,9 @@ def test_html_error_page_becomes_one_dead_letter_with_its_bytes():
 
 
 def test_empty_body_becomes_a_dead_letter():
-    parsed = parse_feed(recorded("malformed/nzherald_2020-04-28T00-43-18Z.xml"), "https://nz.example")
+    parsed = parse_feed(
+        recorded("malformed/nzherald_2020-04-28T00-43-18Z.xml"), "https://nz.example"
+    )
     assert parsed.good == []
     assert [(d.error, d.message) for d in parsed.bad] == [("NotAFeed", "empty document")]
 
@@ -146,10 +148,8 @@ def test_html_in_items_becomes_plain_text():
 
 
 def test_untitled_item_is_titled_from_its_text():
-    (article,) = parse_feed(
-        rss("<item><link>https://wire.example/4</link><description>Short note.</description></item>"),
-        "https://wire.example/rss",
-    ).good
+    item = "<item><link>https://wire.example/4</link><description>Short note.</description></item>"
+    (article,) = parse_feed(rss(item), "https://wire.example/rss").good
     assert article.title == "Short note." and article.text == "Short note."
 
 
