@@ -35,12 +35,14 @@ class FetchError(NewswatchError):
 
     Attributes:
         url: The URL of the hop that failed.
+        reason: What happened, without the URL.
         retry_after: Seconds the server asked us to wait (Retry-After), if any.
     """
 
     def __init__(self, url: str, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(f"{url}: {message}")
         self.url = url
+        self.reason = message
         self.retry_after = retry_after
 
 
