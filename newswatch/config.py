@@ -73,8 +73,9 @@ class BrokerSettings:
     """The embedded single-node KRaft broker."""
 
     data_dir: Path = field(default_factory=lambda: _home() / "kafka")
-    port: int = 39092
-    controller_port: int = 39093
+    # Below Linux's ephemeral range (32768-60999), so client sockets never hold them.
+    port: int = 19092
+    controller_port: int = 19093
     heap: str = "512m"
     lib_dir: Path = PROJECT_ROOT / "deploy" / "kafka" / "lib"
     start_timeout: float = 120.0
@@ -246,7 +247,9 @@ def add_flags(parser: argparse.ArgumentParser, section: str, names: Sequence[str
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand takes."""
     parser.add_argument("--config", type=Path, default=None, help="TOML config file")
-    parser.add_argument("--home", type=Path, default=None, help="state directory (default ~/.newswatch)")
+    parser.add_argument(
+        "--home", type=Path, default=None, help="state directory (default ~/.newswatch)"
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
 
 

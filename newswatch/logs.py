@@ -10,7 +10,7 @@ def configure_logging(verbosity: int = 0) -> None:
     root = logging.getLogger()
     if root.handlers:
         return
-    level = logging.WARNING if verbosity < 0 else (logging.INFO if verbosity == 0 else logging.DEBUG)
+    level = {0: logging.INFO}.get(verbosity, logging.DEBUG if verbosity > 0 else logging.WARNING)
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
