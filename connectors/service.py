@@ -220,8 +220,14 @@ class ConnectorService:
         if once:
             self.scan_files(settle=0.0, stop=stop)
             self.poll_feeds(due_only=False, stop=stop)
-            self._log_health(force=True)
-            return self.report
+        else:
+            self._loop(stop)
+        # Every feed, including those that were backing off and not polled this time.
+        self.report.feeds = {f.url: self.state.feed(f.url).health() for f in self.feeds}
+        self._log_health(force=True)
+        return self.report
+
+    def _loop(self, stop: threading.Event) -> None:
         next_scan = 0.0
         settle = min(1.0, self.options.watch_interval)
         while not stop.is_set():
@@ -233,8 +239,6 @@ class ConnectorService:
             self._log_health()
             wake = min([next_scan, *(self.state.feed(f.url).next_poll for f in self.feeds)])
             stop.wait(min(max(wake - self.clock(), 0.05), 60.0))
-        self._log_health(force=True)
-        return self.report
 
     # -- feeds ----------------------------------------------------------------
 
@@ -267,9 +271,12 @@ class ConnectorService:
             max_workers=min(MAX_PARALLEL_FETCHES, len(due)), thread_name_prefix="feed-fetch"
         )
         try:
-            futures: dict[Future[FetchResult | FetchError], FeedSource] = {
-                pool.submit(self._fetch, source): source for source in due
-            }
+            # Workers get the validators, not the state: only this thread touches checkpoints.
+            futures: dict[Future[FetchResult | FetchError], FeedSource] = {}
+            for source in due:
+                state = self.state.feed(source.url)
+                future = pool.submit(self._fetch, source.url, state.etag, state.last_modified)
+                futures[future] = source
             for future in as_completed(futures):
                 self._handle_feed(futures[future], future.result())
                 polled += 1
@@ -282,14 +289,14 @@ class ConnectorService:
 
     def poll_feed(self, source: FeedSource) -> None:
         """Fetch, parse, publish and checkpoint one feed now."""
-        self._handle_feed(source, self._fetch(source))
-
-    def _fetch(self, source: FeedSource) -> FetchResult | FetchError:
         state = self.state.feed(source.url)
+        self._handle_feed(source, self._fetch(source.url, state.etag, state.last_modified))
+
+    def _fetch(
+        self, url: str, etag: str | None, last_modified: str | None
+    ) -> FetchResult | FetchError:
         try:
-            return self.fetcher.fetch(
-                source.url, etag=state.etag, last_modified=state.last_modified
-            )
+            return self.fetcher.fetch(url, etag=etag, last_modified=last_modified)
         except FetchError as exc:
             return exc
 

@@ -284,3 +284,14 @@ def test_feed_lists_are_read_from_files_with_names_and_comments(tmp_path):
 def test_unusable_feed_entries_fail_at_start_up(entry):
     with pytest.raises(ConfigError):
         feed_sources([entry])
+
+
+def test_one_pass_skips_a_feed_that_is_backing_off_but_reports_it(connector_settings, feed_server):
+    url = feed_server.route("/busy", Reply(status=429, headers={"Retry-After": "3600"}))
+    connector_settings.connectors.feeds = [url]
+    first = run_connectors(connector_settings, threading.Event(), once=True)
+    second = run_connectors(connector_settings, threading.Event(), once=True)
+    assert feed_server.hits("/busy") == 1
+    assert (first.polls, second.polls) == (1, 0)
+    assert second.feeds[url]["healthy"] is False
+    assert second.feeds[url]["last_error"] == "HTTP 429 Too Many Requests"
