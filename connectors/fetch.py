@@ -316,6 +316,8 @@ class Fetcher:
             if watchdog.expired:
                 raise self._deadline_passed(url) from exc
             raise ConnectionFailed(url, f"connection failed ({exc})") from exc
+        except ValueError as exc:  # http.client refuses e.g. a stored validator with a newline
+            raise BadResponse(url, f"cannot send the request ({exc})") from exc
         finally:
             watchdog.watch(None)
             conn.close()

@@ -92,7 +92,8 @@ class ConnectorReport:
 
     polls: int = 0
     not_modified: int = 0
-    fetch_errors: int = 0
+    failed_polls: int = 0
+    """Polls that failed: fetch errors, unreadable feed documents."""
     published: int = 0
     """Articles acknowledged by the broker."""
     already_seen: int = 0
@@ -110,7 +111,7 @@ class ConnectorReport:
         return (
             f"{self.published} articles published, {self.dead_letters} dead letters, "
             f"{self.already_seen} already seen; {self.polls} feed polls "
-            f"({self.not_modified} not modified, {self.fetch_errors} failed), "
+            f"({self.not_modified} not modified, {self.failed_polls} failed), "
             f"{failing} of {len(self.feeds)} feeds failing; {self.files_read} files read"
         )
 
@@ -121,14 +122,14 @@ def feed_sources(entries: Iterable[str]) -> list[FeedSource]:
     Raises:
         ConfigError: An entry is neither an http(s) URL nor a readable list of them.
     """
-    sources: dict[str, FeedSource] = {}
+    found: dict[str, FeedSource] = {}
     for entry in entries:
         entry = entry.strip()
         if not entry:
             continue
         if "://" in entry or entry.lower().startswith("file:"):
             source = _feed_line(entry, f"feed {entry!r}")
-            sources.setdefault(source.url, source)
+            found.setdefault(source.url, source)
             continue
         path = Path(entry).expanduser()
         try:
@@ -141,8 +142,8 @@ def feed_sources(entries: Iterable[str]) -> list[FeedSource]:
             line = line.split(" #", 1)[0].strip()
             if line and not line.startswith("#"):
                 source = _feed_line(line, f"{path}:{number}")
-                sources.setdefault(source.url, source)
-    return list(sources.values())
+                found.setdefault(source.url, source)
+    return list(found.values())
 
 
 def sources(settings: Settings) -> tuple[list[FeedSource], list[Path]]:
@@ -154,7 +155,6 @@ def sources(settings: Settings) -> tuple[list[FeedSource], list[Path]]:
     feeds = feed_sources(settings.connectors.feeds)
     folders = [Path(p).expanduser() for p in settings.connectors.files]
     if not feeds and not folders:
-        logger.info("no feeds or files configured; reading the bundled seeds in %s", SEEDS_DIR)
         folders = [SEEDS_DIR]
     for folder in folders:
         if not folder.exists():
@@ -203,6 +203,8 @@ class ConnectorService:
         self.fetcher = fetcher or Fetcher(self.options)
         self.clock = clock
         self.feeds, self.directories = sources(settings)
+        if self.directories == [SEEDS_DIR] and not self.options.files:
+            logger.info("no feeds or files configured; reading the bundled seeds in %s", SEEDS_DIR)
         self.report = ConnectorReport()
         self._last_health_log = 0.0
 
@@ -299,6 +301,9 @@ class ConnectorService:
             return self.fetcher.fetch(url, etag=etag, last_modified=last_modified)
         except FetchError as exc:
             return exc
+        except Exception as exc:  # one feed's surprise must not stop the others
+            logger.exception("feed %s: unexpected error while fetching", url)
+            return FetchError(url, f"unexpected {type(exc).__name__}: {exc}")
 
     def _handle_feed(self, source: FeedSource, outcome: FetchResult | FetchError) -> None:
         url = source.url
@@ -310,7 +315,6 @@ class ConnectorService:
                 # Name the failing hop only when a redirect led away from the feed URL.
                 error = outcome.reason if outcome.url == url else str(outcome)
                 self._feed_failed(state, now, error, outcome.retry_after)
-                self.report.fetch_errors += 1
             elif outcome.not_modified:
                 self.report.not_modified += 1
                 logger.debug("feed %s not modified", url)
@@ -333,6 +337,7 @@ class ConnectorService:
     def _feed_failed(
         self, state: FeedState, now: float, error: str, retry_after: float | None
     ) -> None:
+        self.report.failed_polls += 1
         delay = state.failed(
             now,
             error,
@@ -398,6 +403,7 @@ class ConnectorService:
                 now,
                 self.options.poll_interval,
                 articles=acked,
+                dead_letters=[d.key for d in acked_letters if d.key],
                 error=f"{missing} records not acknowledged by the broker",
             )
             logger.error(
@@ -466,13 +472,18 @@ class ConnectorService:
         if known and known.get("sha256") == digest:  # touched, not changed
             state.files[change.relative] = _fingerprint(change, digest)
             return None
-        document = read_document(
-            change.path,
-            data,
-            source=source,
-            max_entry_chars=self.options.max_entry_chars,
-            max_bytes=self.options.max_feed_bytes,
-        )
+        try:
+            document = read_document(
+                change.path,
+                data,
+                source=source,
+                max_entry_chars=self.options.max_entry_chars,
+                max_bytes=self.options.max_feed_bytes,
+            )
+        except Exception as exc:  # a document that trips a bug is kept, not lost
+            logger.exception("file %s: unexpected error while reading", change.path)
+            letter = DeadLetter.of("parse", exc, str(change.path), data)
+            document = Document(change.path, digest, bad=[letter])
         if document.skipped:
             logger.info("file %s skipped: %s", change.path, document.skipped)
         if document.warning:

@@ -149,7 +149,13 @@ class FeedState:
         self.next_poll = now + poll_interval
 
     def incomplete(
-        self, now: float, poll_interval: float, *, articles: Sequence[str], error: str
+        self,
+        now: float,
+        poll_interval: float,
+        *,
+        articles: Sequence[str],
+        dead_letters: Sequence[str] = (),
+        error: str,
     ) -> None:
         """Record a poll whose records were only partly acknowledged.
 
@@ -157,8 +163,9 @@ class FeedState:
         were, so the next poll fetches the whole feed again and re-sends the
         rest. The feed is not blamed (no backoff): the broker was the problem.
         """
-        self.seen.add(articles)
+        self.seen.add([*articles, *dead_letters])
         self.published += len(articles)
+        self.dead_letters += len(dead_letters)
         self.last_error = error
         self.last_error_at = _iso(now)
         self.next_poll = now + poll_interval
