@@ -141,6 +141,20 @@ def plan_partitions(
         consumer.close()
 
 
+#: Record timestamps further ahead of the wall clock than this are clamped, so one
+#: bad clock cannot push the watermark into the future and make later records late.
+MAX_CLOCK_SKEW = Duration(seconds=300)
+
+
+def _event_time(timestamp_ms: int | None) -> Timestamp:
+    """The element timestamp for a record: its Kafka timestamp, sanitised."""
+    now = Timestamp.now()
+    if timestamp_ms is None or timestamp_ms < 0:
+        return now  # no timestamp (old message format): treat as arriving now
+    ts = Timestamp(micros=timestamp_ms * 1000)
+    return min(ts, now + MAX_CLOCK_SKEW)
+
+
 class _CheckpointOnlyTracker(OffsetRestrictionTracker):
     """An offset tracker that allows self-checkpoints but no runner splits.
 
@@ -220,7 +234,7 @@ class _ReadPartitionFn(beam.DoFn):
             if not tracker.try_claim(record.offset):
                 return
             self._records.inc()
-            ts = Timestamp(micros=record.timestamp * 1000)
+            ts = _event_time(record.timestamp)
             current = watermark.current_watermark()
             if current is None or ts > current:
                 watermark.set_watermark(ts)
