@@ -73,14 +73,20 @@ else
 fi
 
 # 4. Classifier -----------------------------------------------------------------------
+# Retrained when the training code or the labelled data change; the artefact is
+# versioned by its data hash, and the pipeline loads models/artifacts/LATEST.
 t=$(date +%s)
 if [ "${NEWSWATCH_SKIP_TRAIN:-0}" != 1 ]; then
-  if .venv/bin/newswatch model status >/dev/null 2>&1; then
-    say "classifier artefact up to date"
+  data=../shared/data/labelled/dev.jsonl
+  [ -f "$data" ] || { say "error: labelled data not found at $data (../shared beside the checkout)"; exit 2; }
+  want=$(hash_of models/*.py "$data")
+  if stamp_ok models/artifacts/.stamp "$want" && [ -f models/artifacts/LATEST ]; then
+    say "classifier artefact up to date ($(cat models/artifacts/LATEST))"
   else
-    say "training the classifier (CPU, a few minutes)"
+    say "training the classifier on the CPU (a few minutes)"
     .venv/bin/newswatch model train
-    say "classifier ready ($(elapsed "$t"))"
+    echo "$want" > models/artifacts/.stamp
+    say "classifier ready: $(cat models/artifacts/LATEST) ($(elapsed "$t"))"
   fi
 fi
 say "done"
