@@ -120,8 +120,12 @@ class ModelSettings:
     version: str = "latest"
     """Artefact version to load; 'latest' is the newest under artifacts_dir."""
     batch_size: int = 32
-    max_batch_wait: float = 0.5
-    """Seconds the streaming pipeline waits to fill a batch."""
+    max_batch_wait: float = 0.0
+    """Seconds to buffer a batch across bundles; 0 batches within each bundle.
+
+    The Kafka reader hands over up to 500 records per bundle, so per-bundle
+    batching already fills batches under load and adds no latency when idle.
+    """
     threads: int = 0
     """Inference threads; 0 lets ONNX Runtime decide."""
     prefilter: bool = True
