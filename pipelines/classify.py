@@ -66,10 +66,18 @@ def build(
     )
 
 
+#: Seconds (ten years): the gRPC deadline of the job's state and message streams.
+JOB_STREAM_TIMEOUT = 10 * 365 * 24 * 3600
+
+
 def pipeline_options(settings: Settings) -> PipelineOptions:
     """Beam options for the configured runner, always in streaming mode."""
     runner = settings.runner
-    args = ["--streaming"]
+    # Beam's portable runner opens the job's state and message streams with
+    # job_server_timeout as their gRPC deadline (default 300 s): when it passes,
+    # the client tears the job down, so a streaming job would die after five
+    # minutes. The streams must live as long as the job.
+    args = ["--streaming", f"--job_server_timeout={JOB_STREAM_TIMEOUT}"]
     if runner.runner == "prism":
         if not runner.prism_location.is_file():
             raise ConfigError(
