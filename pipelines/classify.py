@@ -28,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from newswatch.config import Settings
 from newswatch.errors import ConfigError
 from pipelines import kafkaio
+from pipelines.index import EscalationIndex, IndexSpec, WriteIndexFn
 from pipelines.kafkaio import (
     CommitOffsetsFn,
     PartitionSpec,
@@ -47,8 +48,14 @@ def build(
     settings: Settings,
     partitions: Sequence[PartitionSpec],
     model_handler: Any,
+    *,
+    index: IndexSpec | None = None,
 ) -> None:
-    """Adds the classification graph for ``partitions`` to ``pipeline``."""
+    """Adds the classification graph for ``partitions`` to ``pipeline``.
+
+    With ``index``, also the escalation index over event-time windows (see
+    `pipelines.index`), written to ``index.topic``; off unless asked for.
+    """
     kafka = settings.kafka
     servers = settings.bootstrap_servers
     records = pipeline | "ReadArticles" >> ReadFromKafkaPartitions(partitions)
@@ -57,6 +64,12 @@ def build(
         model_handler, kafka.dead_letter_topic
     )
     decided = predictions | "RouteOutcomes" >> beam.ParDo(RouteOutcomesFn(kafka))
+    if index is not None:
+        (
+            predictions
+            | "EscalationIndex" >> EscalationIndex(index)
+            | "WriteIndex" >> beam.ParDo(WriteIndexFn(servers, index.topic))
+        )
     outcomes = (decided, undecodable, failed) | "AllOutcomes" >> beam.Flatten()
     starts = {f"{p.topic}/{p.partition}": p.start for p in partitions}
     (
@@ -135,6 +148,7 @@ def run(
     model_handler: Any = None,
     stop: threading.Event | None = None,
     install_signal_handlers: bool = True,
+    index: IndexSpec | None = None,
 ) -> PipelineReport:
     """Runs the pipeline until ``stop`` is set (or, with ``until_idle``, the backlog is done).
 
@@ -159,6 +173,7 @@ def run(
     )
     stop = stop or threading.Event()
     kafkaio.reset_stop()
+    kafkaio.reset_ledgers()
     watcher = threading.Thread(
         target=_forward_stop, args=(stop,), name="pipeline-stop", daemon=True
     )
@@ -167,7 +182,7 @@ def run(
     restore = None
     try:
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, settings, partitions, model_handler)
+        build(pipeline, settings, partitions, model_handler, index=index)
         result = pipeline.run()
         # Installed after the job started: Beam's job server replaces the SIGINT
         # handler with one that kills the runner, which would prevent draining.

@@ -25,7 +25,6 @@ from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTr
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -42,6 +41,7 @@ __all__ = [
     "WriteToKafkaFn",
     "plan_partitions",
     "request_stop",
+    "reset_ledgers",
     "reset_stop",
 ]
 
@@ -348,16 +348,63 @@ class WriteToKafkaFn(beam.DoFn):
             producer.close(timeout=10)
 
 
+class _OffsetLedger:
+    """Settled offset ranges of one partition; ``next`` is the first unsettled offset."""
+
+    def __init__(self, start: int) -> None:
+        self.next = start
+        self.ranges: list[tuple[int, int]] = []
+        self.lock = threading.Lock()
+
+    def settle(self, start: int, end: int) -> bool:
+        """Record [start, end) as settled; True if ``next`` advanced."""
+        before = self.next
+        self.ranges.append((start, end))
+        self.ranges.sort()
+        remaining = []
+        for lo, hi in self.ranges:
+            if lo <= self.next < hi:
+                self.next = hi
+            elif hi > self.next:
+                remaining.append((lo, hi))
+        # One pass can leave a range that became contiguous only after a later one.
+        self.ranges = [(lo, hi) for lo, hi in remaining if hi > self.next]
+        while any(lo <= self.next < hi for lo, hi in self.ranges):
+            self.next = max(hi for lo, hi in self.ranges if lo <= self.next < hi)
+            self.ranges = [(lo, hi) for lo, hi in self.ranges if hi > self.next]
+        return self.next > before
+
+
+# Ledgers live in the worker process, keyed by (servers, group, topic, partition):
+# all bundles of the local runner run in this process, and on a cluster a partition's
+# records stay in the worker that read them (no shuffle between read and commit).
+# Beam state was not used here: under Prism, reads of a key's state across
+# concurrent bundles were seen to come back stale, stalling the committed offset.
+_LEDGERS: dict[tuple[str, str, str, int], _OffsetLedger] = {}
+_LEDGERS_LOCK = threading.Lock()
+
+
+def _ledger(key: tuple[str, str, str, int], start: int) -> _OffsetLedger:
+    with _LEDGERS_LOCK:
+        ledger = _LEDGERS.get(key)
+        if ledger is None or start > ledger.next:
+            ledger = _LEDGERS[key] = _OffsetLedger(start)
+        return ledger
+
+
+def reset_ledgers() -> None:
+    """Forget settled offsets (a new run resumes from the group's committed offsets)."""
+    with _LEDGERS_LOCK:
+        _LEDGERS.clear()
+
+
 class CommitOffsetsFn(beam.DoFn):
     """Commits the group's offset once every record below it has an outcome.
 
-    Keyed by "topic/partition". Acks may arrive out of order; the committed
-    offset advances only over a contiguous run of settled offsets, starting
-    from the position the read resumed at.
+    Input is keyed by "topic/partition". Acks may arrive out of order; the
+    committed offset advances only over a contiguous run of settled offsets,
+    starting from the position the read resumed at.
     """
-
-    NEXT = ReadModifyWriteStateSpec("next", beam.coders.VarIntCoder())
-    PENDING = ReadModifyWriteStateSpec("pending", beam.coders.PickleCoder())
 
     def __init__(self, bootstrap_servers: str, group_id: str, starts: dict[str, int]) -> None:
         self._bootstrap_servers = bootstrap_servers
@@ -368,27 +415,18 @@ class CommitOffsetsFn(beam.DoFn):
     def setup(self) -> None:
         self._consumer = make_consumer(self._bootstrap_servers, group_id=self._group_id)
 
-    def process(
-        self,
-        element: tuple[str, OutcomeAck],
-        next_state=beam.DoFn.StateParam(NEXT),
-        pending_state=beam.DoFn.StateParam(PENDING),
-    ) -> Iterator[tuple[str, int]]:
+    def process(self, element: tuple[str, OutcomeAck]) -> Iterator[tuple[str, int]]:
         from kafka import OffsetAndMetadata, TopicPartition
 
         key, ack = element
-        committed = next_state.read()
-        if committed is None:
-            committed = self._starts.get(key, ack.start)
-        pending: dict[int, int] = dict(pending_state.read() or {})
-        pending[ack.start] = max(pending.get(ack.start, ack.start), ack.end)
-        advanced = committed
-        while advanced in pending:
-            advanced = pending.pop(advanced)
-        # Ranges that end below the committed offset are duplicates of settled work.
-        pending = {s: e for s, e in pending.items() if e > advanced}
-        pending_state.write(pending)
-        if advanced > committed:
+        ledger = _ledger(
+            (self._bootstrap_servers, self._group_id, ack.topic, ack.partition),
+            self._starts.get(key, ack.start),
+        )
+        with ledger.lock:
+            if not ledger.settle(ack.start, ack.end):
+                return
+            advanced = ledger.next
             tp = TopicPartition(ack.topic, ack.partition)
             for attempt in range(5):
                 try:
@@ -399,11 +437,8 @@ class CommitOffsetsFn(beam.DoFn):
                         raise
                     logger.warning("offset commit for %s failed; retrying", key, exc_info=True)
                     time.sleep(0.5 * (attempt + 1))
-            self._commits.inc()
-            next_state.write(advanced)
-            yield key, advanced
-        else:
-            next_state.write(committed)
+        self._commits.inc()
+        yield key, advanced
 
     def teardown(self) -> None:
         consumer = getattr(self, "_consumer", None)

@@ -101,11 +101,15 @@ class ClassifyArticles(beam.PTransform):
 
 
 def _failed_batch_to_dead_letters(failure, topic: str) -> Iterator[OutboundRecord]:
-    batch, exc = failure
+    """One dead letter per article of a batch the model failed on."""
+    batch, error = failure
+    # Beam reports the failure as (exception type, repr(exception), traceback lines).
+    if isinstance(error, tuple) and error and isinstance(error[0], type):
+        error = f"{error[0].__name__}: {error[1] if len(error) > 1 else ''}"
     for ack, article in batch:
         letter = DeadLetter.of(
             "classify",
-            exc,
+            error if isinstance(error, BaseException) else str(error),
             f"{ack.topic}/{ack.partition}@{ack.end - 1}",
             article.to_bytes() if isinstance(article, Article) else repr(article),
             key=getattr(article, "id", None),
