@@ -1,0 +1,401 @@
+"""Serving: a trained artefact as an article classifier (ONNX Runtime + tokenizers, no torch).
+
+Load by version and classify batches of articles::
+
+    from models.classifier import EscalationClassifier
+    from newswatch.config import ModelSettings
+
+    classifier = EscalationClassifier.load(ModelSettings())  # version "latest"
+    for result in classifier.classify(articles):
+        print(result.escalation, result.signals, result.evidence)
+
+Each article is cut into sentence windows (`models.text`), all windows of a
+batch are scored together in length-sorted sub-batches, and the article takes
+the maximum over its windows. Evidence sentences are scored in a second, small
+pass for the articles that escalate. Articles that name neither Taiwan nor China
+skip the network (`models.labels.could_be_taiwan_related`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from models.features import N_LEXICAL, lexical_features
+from models.labels import (
+    DEFAULT_THRESHOLDS,
+    MODEL_NAME,
+    OUTPUT_SLICES,
+    SIGNALS,
+    could_be_taiwan_related,
+    severity_from_signals,
+)
+from models.text import MAX_WINDOW_CHARS, Window, join_title, split_sentences, windows
+from newswatch.config import ModelSettings
+from newswatch.errors import ModelNotFound
+from newswatch.schemas import Article, Classification
+
+__all__ = [
+    "LATEST_FILE",
+    "MAX_TOKENS",
+    "EscalationClassifier",
+    "ModelInputs",
+    "document_inputs",
+    "load_tokenizer",
+    "resolve_artifact",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Name of the pointer file, under the artefacts directory, holding the newest version.
+LATEST_FILE = "LATEST"
+#: Model inputs are cut to this many tokens (a window plus its headline fits).
+MAX_TOKENS = 160
+#: At most this many evidence sentences per article.
+MAX_EVIDENCE = 3
+
+_TRAIN_HINT = "train one with `newswatch model train` (or run deploy/setup.sh)"
+
+
+def resolve_artifact(artifacts_dir: Path, version: str = "latest") -> Path:
+    """The directory of an artefact version; 'latest' follows the LATEST pointer.
+
+    Raises:
+        ModelNotFound: no such version, or nothing trained yet.
+    """
+    artifacts_dir = Path(artifacts_dir)
+    if version == "latest":
+        pointer = artifacts_dir / LATEST_FILE
+        try:
+            version = pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            raise ModelNotFound(
+                f"no trained model in {artifacts_dir} (no {LATEST_FILE} file): {_TRAIN_HINT}"
+            ) from None
+    directory = artifacts_dir / version
+    if not (directory / "meta.json").is_file():
+        found = sorted(p.parent.name for p in artifacts_dir.glob("*/meta.json"))
+        have = f"; available: {', '.join(found)}" if found else ""
+        raise ModelNotFound(
+            f"model version {version!r} not found in {artifacts_dir}{have}: {_TRAIN_HINT}"
+        )
+    return directory
+
+
+def load_tokenizer(path: Path, max_tokens: int = MAX_TOKENS) -> Tokenizer:
+    """The artefact's WordPiece tokenizer, truncating and never padding."""
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_tokens)
+    return tokenizer
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass(slots=True)
+class _Scores:
+    """Probabilities of a set of model inputs, one row per input."""
+
+    taiwan: np.ndarray
+    escalation: np.ndarray
+    signals: np.ndarray
+    severity: np.ndarray
+
+
+@dataclass(slots=True)
+class ModelInputs:
+    """A document laid out as model inputs: one text and lexical row per window."""
+
+    title: str
+    sentences: list[str]
+    windows: list[Window]
+    texts: list[str]
+    lexical: list[np.ndarray]
+
+
+def document_inputs(title: str, text: str) -> ModelInputs:
+    """Sentence windows of a document, each joined to the headline, with lexical features.
+
+    Training builds its inputs from labelled rows with this same function.
+    """
+    title = title.strip()
+    sentences = split_sentences(text)
+    if not title and len(sentences) > 1 and len(" ".join(sentences)) > MAX_WINDOW_CHARS:
+        # A long text without a headline: its lead sentence gives every window the
+        # article's topic (a window about "the remarks" needs to know whose, on what).
+        title, sentences = sentences[0], sentences[1:]
+    spans = windows(sentences) or [Window(0, 0, "")]
+    return ModelInputs(
+        title=title,
+        sentences=sentences,
+        windows=spans,
+        texts=[join_title(title, w.text) for w in spans],
+        lexical=[lexical_features(title, sentences[w.start : w.end]) for w in spans],
+    )
+
+
+@dataclass(slots=True)
+class _Doc:
+    """An article's inputs and where they sit in the batch."""
+
+    inputs: ModelInputs
+    rows: slice
+
+    @property
+    def title(self) -> str:
+        return self.inputs.title
+
+    @property
+    def sentences(self) -> list[str]:
+        return self.inputs.sentences
+
+    @property
+    def windows(self) -> list[Window]:
+        return self.inputs.windows
+
+
+class EscalationClassifier:
+    """Classifies articles for Taiwan-related escalation signals with a trained artefact."""
+
+    def __init__(
+        self, directory: Path, *, batch_size: int = 32, threads: int = 0, prefilter: bool = True
+    ) -> None:
+        self.directory = Path(directory)
+        self.meta: dict[str, Any] = json.loads(
+            (self.directory / "meta.json").read_text(encoding="utf-8")
+        )
+        onnx_path = self.directory / self.meta.get("onnx", "model.onnx")
+        if not onnx_path.is_file():
+            raise ModelNotFound(f"{onnx_path} is missing: {_TRAIN_HINT}")
+        self.batch_size = max(1, batch_size)
+        self.prefilter = prefilter
+        self.max_tokens = int(self.meta.get("max_tokens", MAX_TOKENS))
+        self.tokenizer = load_tokenizer(self.directory / "tokenizer.json", self.max_tokens)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(0, threads)
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(
+            str(onnx_path), options, providers=["CPUExecutionProvider"]
+        )
+        self.thresholds: dict[str, float] = {
+            **DEFAULT_THRESHOLDS,
+            **self.meta.get("thresholds", {}),
+        }
+        scale, shift = self.meta.get("calibration", {}).get("escalation", (1.0, 0.0))
+        self._calibration = (float(scale), float(shift))
+
+    @classmethod
+    def load(cls, settings: ModelSettings) -> EscalationClassifier:
+        """Load the artefact that ``settings.version`` names under ``settings.artifacts_dir``."""
+        directory = resolve_artifact(settings.artifacts_dir, settings.version)
+        classifier = cls(
+            directory,
+            batch_size=settings.batch_size,
+            threads=settings.threads,
+            prefilter=getattr(settings, "prefilter", True),
+        )
+        logger.info(
+            "loaded model %s version %s from %s", classifier.name, classifier.version, directory
+        )
+        return classifier
+
+    @property
+    def name(self) -> str:
+        """Model name, as reported in every `Classification`."""
+        return str(self.meta.get("model", MODEL_NAME))
+
+    @property
+    def version(self) -> str:
+        """Artefact version, as reported in every `Classification`."""
+        return str(self.meta["version"])
+
+    # -- scoring -----------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text (truncated, unpadded)."""
+        return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
+
+    def logits(self, texts: Sequence[str], lexical: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw network outputs ``[len(texts), N_OUTPUTS]``, batched by token length."""
+        return self.logits_from_ids(self.encode(texts), np.asarray(lexical, dtype=np.float32))
+
+    def logits_from_ids(self, ids: Sequence[Sequence[int]], lexical: np.ndarray) -> np.ndarray:
+        """Raw network outputs for pre-tokenised inputs and their lexical features."""
+        lexical = np.asarray(lexical, dtype=np.float32).reshape(len(ids), N_LEXICAL)
+        out = np.zeros((len(ids), OUTPUT_SLICES["severity"][1]), dtype=np.float32)
+        # Sorting by length keeps padding, and so wasted work, small.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for begin in range(0, len(order), self.batch_size):
+            chunk = order[begin : begin + self.batch_size]
+            width = max(len(ids[i]) for i in chunk)
+            input_ids = np.zeros((len(chunk), width), dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.int64)
+            for row, i in enumerate(chunk):
+                input_ids[row, : len(ids[i])] = ids[i]
+                mask[row, : len(ids[i])] = 1
+            (result,) = self.session.run(
+                ["logits"],
+                {"input_ids": input_ids, "attention_mask": mask, "lexical": lexical[chunk]},
+            )
+            out[chunk] = result
+        return out
+
+    def scores(self, logits: np.ndarray) -> _Scores:
+        """Probabilities from raw outputs; escalation calibrated."""
+        scale, shift = self._calibration
+
+        def part(name: str) -> np.ndarray:
+            begin, end = OUTPUT_SLICES[name]
+            return logits[:, begin:end]
+
+        return _Scores(
+            taiwan=_sigmoid(part("taiwan_related")[:, 0]),
+            escalation=_sigmoid(scale * part("escalation")[:, 0] + shift),
+            signals=_sigmoid(part("signals")),
+            severity=_softmax(part("severity")),
+        )
+
+    # -- articles ----------------------------------------------------------------
+
+    def classify(self, articles: Sequence[Article]) -> list[Classification]:
+        """One `Classification` per article, in order."""
+        docs: list[_Doc | None] = []
+        texts: list[str] = []
+        lexical: list[np.ndarray] = []
+        for article in articles:
+            if self.prefilter and not could_be_taiwan_related(f"{article.title}\n{article.text}"):
+                docs.append(None)
+                continue
+            inputs = document_inputs(article.title, article.text)
+            start = len(texts)
+            texts.extend(inputs.texts)
+            lexical.extend(inputs.lexical)
+            docs.append(_Doc(inputs, slice(start, len(texts))))
+
+        scores = self.scores(self.logits(texts, lexical)) if texts else None
+        decided = [self._decide(doc, scores) if doc else None for doc in docs]
+        evidence = self._evidence(docs, decided, scores)
+        return [
+            self._negative() if fields is None else Classification(**fields, evidence=found)
+            for fields, found in zip(decided, evidence, strict=True)
+        ]
+
+    def _negative(self) -> Classification:
+        """The result for an article the pre-filter ruled out (or with no text at all)."""
+        return Classification(
+            taiwan_related=False,
+            taiwan_score=0.0,
+            escalation=False,
+            escalation_score=0.0,
+            signals=[],
+            signal_scores=dict.fromkeys(SIGNALS, 0.0),
+            severity=0,
+            evidence=[],
+            model=self.name,
+            model_version=self.version,
+        )
+
+    def _decide(self, doc: _Doc, scores: _Scores | None) -> dict[str, Any] | None:
+        """Article-level decision from its windows' scores (max over windows)."""
+        if scores is None or (not doc.title and not doc.sentences):
+            return None
+        rows = doc.rows
+        t = self.thresholds
+        taiwan_score = float(scores.taiwan[rows].max())
+        escalation_score = float(scores.escalation[rows].max())
+        signal_matrix = scores.signals[rows]
+        signal_scores = {name: float(signal_matrix[:, i].max()) for i, name in enumerate(SIGNALS)}
+        escalation = escalation_score >= t["escalation"]
+        signals: list[str] = []
+        severity = 0
+        if escalation:
+            signals = [name for name in SIGNALS if signal_scores[name] >= t[name]]
+            if not signals:
+                # The guide's escalation implies a signal: report the likeliest one.
+                signals = [max(SIGNALS, key=signal_scores.__getitem__)]
+            severity = severity_from_signals(signals)
+            if "military" in signals:
+                window = int(signal_matrix[:, SIGNALS.index("military")].argmax())
+                probs = scores.severity[rows][window]
+                if probs[3] + probs[4] >= 0.5:
+                    severity = max(severity, 4 if probs[4] > probs[3] else 3)
+        return {
+            "taiwan_related": escalation or taiwan_score >= t["taiwan_related"],
+            "taiwan_score": round(taiwan_score, 4),
+            "escalation": escalation,
+            "escalation_score": round(escalation_score, 4),
+            "signals": signals,
+            "signal_scores": {k: round(v, 4) for k, v in signal_scores.items()},
+            "severity": severity,
+            "model": self.name,
+            "model_version": self.version,
+        }
+
+    def _evidence(
+        self,
+        docs: list[_Doc | None],
+        decided: list[dict[str, Any] | None],
+        scores: _Scores | None,
+    ) -> list[list[str]]:
+        """The decisive sentences of each escalating article, most decisive first.
+
+        Candidates are the headline and the sentences of the windows that score
+        highest for escalation and for each reported signal; each candidate is
+        scored on its own (after the headline), and the best candidate per
+        reported signal is kept.
+        """
+        found: list[list[str]] = [[] for _ in docs]
+        plans: list[tuple[int, list[str], int]] = []
+        inputs: list[str] = []
+        lexical: list[np.ndarray] = []
+        for index, (doc, fields) in enumerate(zip(docs, decided, strict=True)):
+            if doc is None or fields is None or not fields["escalation"] or scores is None:
+                continue
+            rows = doc.rows
+            best_windows = {int(scores.escalation[rows].argmax())}
+            for name in fields["signals"]:
+                best_windows.add(int(scores.signals[rows][:, SIGNALS.index(name)].argmax()))
+            candidates = [doc.title] if doc.title else []
+            for w in sorted(best_windows):
+                span = doc.windows[w]
+                candidates.extend(doc.sentences[span.start : span.end])
+            candidates = list(dict.fromkeys(c for c in candidates if c))
+            start = len(inputs)
+            for c in candidates:
+                alone = c == doc.title
+                inputs.append(c if alone else join_title(doc.title, c))
+                lexical.append(lexical_features(doc.title, [] if alone else [c]))
+            plans.append((index, candidates, start))
+        if not inputs:
+            return found
+        sentence_scores = self.scores(self.logits(inputs, lexical))
+        for index, candidates, start in plans:
+            rows = slice(start, start + len(candidates))
+            ranked: dict[str, float] = {}
+            for name in decided[index]["signals"]:  # type: ignore[index]
+                column = sentence_scores.signals[rows][:, SIGNALS.index(name)]
+                best = int(column.argmax())
+                ranked[candidates[best]] = max(
+                    ranked.get(candidates[best], 0.0), float(column[best])
+                )
+            best = int(sentence_scores.escalation[rows].argmax())
+            ranked.setdefault(candidates[best], float(sentence_scores.escalation[rows][best]))
+            order = sorted(ranked, key=ranked.__getitem__, reverse=True)
+            found[index] = order[:MAX_EVIDENCE]
+        return found
