@@ -1,0 +1,344 @@
+"""The escalation index: classified articles aggregated over event-time windows.
+
+An optional branch of the classification pipeline (``build(..., index=IndexSpec(...))``):
+
+    ClassifyArticles ─▶ IndexFeatures ─┬▶ IndexHour (fixed 1 h windows) ─┐
+                                       └▶ IndexDay  (fixed 1 d windows) ─┴▶ WriteIndex (Kafka)
+
+Each window yields one `IndexPoint`: how many articles were classified, how
+many alerted, their mean escalation score and, per signal type, how many
+articles carry the signal and the mean score of that signal.
+
+Event time is the article's publication time, else its ingest time; a replay
+also stamps its Kafka records with exactly that, so the reader's watermark
+runs on the same clock. Each article is put back at its own event time after
+RunInference, whose batching gives a whole batch one timestamp.
+
+A window fires when the watermark passes its end, again for late articles
+(accumulating), and a last time when it closes at end + ``allowed_lateness``
+(then ``final`` is set). The record with the highest ``pane_index`` for a key
+holds the window's value. Articles later than that are left out of the index
+(they are still classified and alerted on); the replay reports how many.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms import trigger, window
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from newswatch.schemas import SCHEMA_VERSION, SIGNAL_TYPES, SchemaError, utc_now
+from newswatch.topics import make_producer
+
+__all__ = [
+    "RESOLUTIONS",
+    "EscalationIndex",
+    "IndexCombineFn",
+    "IndexFeaturesFn",
+    "IndexPoint",
+    "IndexPoints",
+    "IndexSpec",
+    "WriteIndexFn",
+    "event_time_ms",
+    "index_features",
+    "latest_points",
+]
+
+logger = logging.getLogger(__name__)
+
+_NAMESPACE = "newswatch"
+
+#: Window sizes of the index, in seconds.
+RESOLUTIONS: dict[str, int] = {"hour": 3600, "day": 86400}
+
+# Accumulator layout: articles, alerts, sum of escalation scores, then per
+# signal type its article count, then per signal type its score sum.
+_N = len(SIGNAL_TYPES)
+_WIDTH = 3 + 2 * _N
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """Where the index goes and how late an article may arrive for it."""
+
+    topic: str
+    """Kafka topic for `IndexPoint` records, keyed ``<resolution>/<window start>``."""
+    allowed_lateness: float = 2 * 86400.0
+    """Seconds after a window's end during which late articles still update it."""
+    resolutions: tuple[str, ...] = ("hour", "day")
+
+    def __post_init__(self) -> None:
+        unknown = [r for r in self.resolutions if r not in RESOLUTIONS]
+        if unknown or not self.resolutions:
+            raise ValueError(f"index resolutions must be among {sorted(RESOLUTIONS)}: {unknown}")
+        if self.allowed_lateness < 0:
+            raise ValueError("index allowed_lateness must not be negative")
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPoint:
+    """One window of the escalation index (the last pane of a key is final)."""
+
+    resolution: str
+    """'hour' or 'day'."""
+    window_start: str
+    """Window start, ISO-8601 UTC (inclusive)."""
+    window_end: str
+    """Window end, ISO-8601 UTC (exclusive)."""
+    articles: int
+    """Articles classified in the window."""
+    alerts: int
+    """Of those, how many were escalations (alerted)."""
+    escalation_score_mean: float
+    """Mean escalation score over the window's articles."""
+    signals: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per signal type: ``count`` of articles with the signal, ``mean_score`` of the signal."""
+    pane_index: int = 0
+    """0 for the first firing of the window, counting up with each late update."""
+    pane_timing: str = "ON_TIME"
+    """EARLY, ON_TIME or LATE (relative to the watermark)."""
+    final: bool = False
+    """The window has closed (end + allowed lateness passed): this value is final."""
+    emitted_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        """The record key: one key per resolution and window."""
+        return f"{self.resolution}/{self.window_start}"
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls, payload: bytes | None) -> IndexPoint:
+        """Parse an index record; raises `SchemaError` for anything else."""
+        try:
+            data = json.loads(payload or b"")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SchemaError(f"IndexPoint: not JSON ({exc})") from exc
+        if not isinstance(data, dict) or not data.get("resolution") or not data.get("window_start"):
+            raise SchemaError("IndexPoint: missing resolution or window_start")
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise SchemaError(f"IndexPoint: {exc}") from exc
+
+
+def event_time_ms(article: Any) -> int | None:
+    """An article's event time, ms since the epoch: its publication time, else its ingest time.
+
+    Replays ingest an entry at its capture time, so this is the capture time
+    when the source gave no publication time; None if neither parses.
+    """
+    for value in (article.published, article.ingested_at):
+        if not value:
+            continue
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return int(moment.timestamp() * 1000)
+    return None
+
+
+def index_features(element: tuple[Any, Any]) -> list[float]:
+    """(ack, PredictionResult) → one accumulator row for `IndexCombineFn`."""
+    _ack, prediction = element
+    result = prediction.inference
+    row = [0.0] * _WIDTH
+    row[0] = 1.0
+    row[1] = 1.0 if result.escalation else 0.0
+    row[2] = float(result.escalation_score)
+    signals = set(result.signals)
+    scores = result.signal_scores or {}
+    for i, name in enumerate(SIGNAL_TYPES):
+        row[3 + i] = 1.0 if name in signals else 0.0
+        row[3 + _N + i] = float(scores.get(name, 0.0))
+    return row
+
+
+class IndexFeaturesFn(beam.DoFn):
+    """(ack, PredictionResult) → a feature row stamped with the article's event time.
+
+    RunInference batches elements, and a batch leaves it with one timestamp
+    (that of an element of the batch, or the end of the window when a final
+    flush empties it); each row is put back at its own article's event time.
+    """
+
+    def __init__(self) -> None:
+        self._undated = Metrics.counter(_NAMESPACE, "index_undated_articles")
+
+    def process(self, element: tuple[Any, Any], timestamp=beam.DoFn.TimestampParam) -> Iterator:
+        event_ms = event_time_ms(element[1].example)
+        if event_ms is None:
+            self._undated.inc()
+            yield window.TimestampedValue(index_features(element), timestamp)
+            return
+        yield window.TimestampedValue(index_features(element), Timestamp(micros=event_ms * 1000))
+
+
+class IndexCombineFn(beam.CombineFn):
+    """Sums feature rows; the means are taken when a point is formed."""
+
+    def create_accumulator(self) -> list[float]:
+        return [0.0] * _WIDTH
+
+    def add_input(self, accumulator: list[float], row: Sequence[float]) -> list[float]:
+        for i, value in enumerate(row):
+            accumulator[i] += value
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list[float]]) -> list[float]:
+        merged = [0.0] * _WIDTH
+        for accumulator in accumulators:
+            for i, value in enumerate(accumulator):
+                merged[i] += value
+        return merged
+
+    def extract_output(self, accumulator: list[float]) -> list[float]:
+        return list(accumulator)
+
+
+def _iso(seconds: float) -> str:
+    moment = datetime.fromtimestamp(seconds, UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _point(
+    element: tuple[str, list[float]],
+    win=beam.DoFn.WindowParam,
+    pane=beam.DoFn.PaneInfoParam,
+) -> IndexPoint:
+    resolution, sums = element
+    articles = int(sums[0])
+    mean = (lambda total: total / articles) if articles else (lambda total: 0.0)
+    timing = {0: "EARLY", 1: "ON_TIME", 2: "LATE"}.get(int(pane.timing), "UNKNOWN")
+    return IndexPoint(
+        resolution=resolution,
+        window_start=_iso(float(win.start)),
+        window_end=_iso(float(win.end)),
+        articles=articles,
+        alerts=int(sums[1]),
+        escalation_score_mean=round(mean(sums[2]), 6),
+        signals={
+            name: {"count": int(sums[3 + i]), "mean_score": round(mean(sums[3 + _N + i]), 6)}
+            for i, name in enumerate(SIGNAL_TYPES)
+        },
+        pane_index=int(pane.index),
+        pane_timing=timing,
+        final=bool(pane.is_last),
+        emitted_at=utc_now(),
+    )
+
+
+class IndexPoints(beam.PTransform):
+    """Feature rows (from `IndexFeaturesFn`) → `IndexPoint`s in fixed windows of one size.
+
+    The output stays in those windows, one pane per firing.
+    """
+
+    def __init__(self, resolution: str, allowed_lateness: float) -> None:
+        super().__init__()
+        if resolution not in RESOLUTIONS:
+            raise ValueError(f"unknown index resolution {resolution!r}")
+        self._resolution = resolution
+        self._allowed_lateness = allowed_lateness
+
+    def expand(self, rows):
+        name = self._resolution.capitalize()
+        return (
+            rows
+            | f"{name}Windows"
+            >> beam.WindowInto(
+                window.FixedWindows(RESOLUTIONS[self._resolution]),
+                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
+                allowed_lateness=Duration(seconds=self._allowed_lateness),
+            )
+            | f"Key{name}" >> beam.Map(lambda row, r=self._resolution: (r, row))
+            | f"Combine{name}" >> beam.CombinePerKey(IndexCombineFn())
+            | f"{name}Points" >> beam.Map(_point)
+        )
+
+
+class EscalationIndex(beam.PTransform):
+    """(ack, PredictionResult) pairs → `IndexPoint`s for every configured resolution."""
+
+    def __init__(self, spec: IndexSpec) -> None:
+        super().__init__()
+        self._spec = spec
+
+    def expand(self, predictions):
+        rows = predictions | "IndexFeatures" >> beam.ParDo(IndexFeaturesFn())
+        points = []
+        for resolution in self._spec.resolutions:
+            name = resolution.capitalize()
+            points.append(
+                rows
+                | f"Index{name}" >> IndexPoints(resolution, self._spec.allowed_lateness)
+                # All resolutions go to one writer: give the Flatten one windowing.
+                | f"Unwindow{name}" >> beam.WindowInto(window.GlobalWindows())
+            )
+        return points | "AllPoints" >> beam.Flatten()
+
+
+class WriteIndexFn(beam.DoFn):
+    """Writes `IndexPoint`s to Kafka (acks=all), keyed by resolution and window.
+
+    A bundle is done only once the broker acknowledged all its records; a
+    refused record fails the bundle, which the runner retries.
+    """
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self._bootstrap_servers = bootstrap_servers
+        self._topic = topic
+        self._written = Metrics.counter(_NAMESPACE, "index_points_written")
+
+    def setup(self) -> None:
+        self._producer = make_producer(self._bootstrap_servers, client_id="newswatch-index")
+
+    def start_bundle(self) -> None:
+        self._futures: list[Any] = []
+
+    def process(self, point: IndexPoint) -> Iterator[None]:
+        self._futures.append(
+            self._producer.send(self._topic, key=point.key.encode(), value=point.to_bytes())
+        )
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        if not self._futures:
+            return
+        self._producer.flush()
+        for future in self._futures:
+            future.get(timeout=60)
+            self._written.inc()
+        self._futures = []
+
+    def teardown(self) -> None:
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.close(timeout=10)
+
+
+def latest_points(points: Iterable[IndexPoint]) -> list[IndexPoint]:
+    """The final point of every window (highest pane index), ordered by resolution and time."""
+    latest: dict[str, IndexPoint] = {}
+    for point in points:
+        seen = latest.get(point.key)
+        if seen is None or point.pane_index >= seen.pane_index:
+            latest[point.key] = point
+    return sorted(latest.values(), key=lambda p: (p.resolution, p.window_start))
