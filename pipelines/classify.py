@@ -168,7 +168,7 @@ def run(
     )
     logger.info(
         "pipeline reading %s from %s",
-        ", ".join(f"{p.partition}@{p.start}..{p.stop or ''}" for p in partitions),
+        ", ".join(f"{p.partition}@{p.start}..{'' if p.stop is None else p.stop}" for p in partitions),
         settings.kafka.articles_topic,
     )
     stop = stop or threading.Event()
