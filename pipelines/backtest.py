@@ -1,0 +1,666 @@
+"""Backtest results of a replay: what the pipeline wrote, scored, and shown as a report.
+
+`collect` reads a replay's alert, decision, dead-letter and index topics back
+into a `Backtest`; with labelled rows it scores the decisions through
+`models.evaluate.evaluate`, the code path of ``newswatch model eval``, so a
+replay of a labelled file and an evaluation of the same rows agree.
+`write_report` renders a self-contained HTML page (inline CSS, plots embedded
+as PNG data and also written beside it):
+
+* the escalation index over time, per signal type, with the alerts marked;
+* the alert list: title, source, time, score, signals, evidence sentence;
+* counts per signal type and per source, and alert latency;
+* with labels: precision, recall and F1, and the misses.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+import statistics
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from newswatch.config import Settings
+from newswatch.schemas import SIGNAL_TYPES, Alert, DeadLetter, Decision, SchemaError
+from pipelines.index import IndexPoint, latest_points
+
+__all__ = ["AlertRow", "Backtest", "collect", "label_metrics", "read_records", "write_report"]
+
+logger = logging.getLogger(__name__)
+
+#: Plot colours of the signal types (colour-blind safe, Okabe-Ito).
+_COLOURS = {
+    "military": "#D55E00",
+    "rhetoric": "#E69F00",
+    "economic": "#009E73",
+    "diplomatic": "#0072B2",
+    "arms": "#CC79A7",
+    "grayzone": "#56B4E9",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """An alert with the replay times that place it."""
+
+    alert: Alert
+    event_ms: int | None
+    """Event time of the article (publication, else capture)."""
+    source_delay: float | None
+    """Seconds from publication until a poller could see it (capture time - published)."""
+    pipeline_delay: float | None
+    """Seconds from handing the article to Kafka until the alert was written."""
+
+    @property
+    def latency(self) -> float | None:
+        """Alert latency in replay time: alerted_at - published."""
+        if self.source_delay is None or self.pipeline_delay is None:
+            return None
+        return self.source_delay + self.pipeline_delay
+
+
+@dataclass
+class Backtest:
+    """Everything a replay produced, read back from its topics."""
+
+    alerts: list[AlertRow] = field(default_factory=list)
+    """One per alert id, in event-time order."""
+    alert_records: int = 0
+    duplicate_alerts: int = 0
+    """Alert records beyond the first for the same article."""
+    decisions: dict[str, Decision] = field(default_factory=dict, repr=False)
+    decision_records: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list, repr=False)
+    index_points: list[IndexPoint] = field(default_factory=list, repr=False)
+    """The final point of every index window."""
+    index_missing: int = 0
+    """Classified articles absent from the daily index (arrived later than allowed)."""
+    sent: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    metrics: Any = None
+    """`models.evaluate.EvalReport` when labels were given."""
+    labels_matched: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    labels_unmatched: int = 0
+    misses: list[dict[str, Any]] = field(default_factory=list)
+    """Labelled escalations the replay did not alert on."""
+    false_alarms: list[dict[str, Any]] = field(default_factory=list)
+    """Alerts on rows labelled as no escalation."""
+
+    @property
+    def decisions_count(self) -> int:
+        return len(self.decisions)
+
+    @property
+    def dead_letter_count(self) -> int:
+        return len(self.dead_letters)
+
+    def per_signal(self) -> dict[str, int]:
+        """Alerts per signal type."""
+        counts = Counter(s for row in self.alerts for s in row.alert.signals)
+        return {name: counts.get(name, 0) for name in SIGNAL_TYPES}
+
+    def per_source(self) -> list[tuple[str, int, int]]:
+        """(source, articles classified, alerts), most alerts first."""
+        articles = Counter(d.source for d in self.decisions.values())
+        alerts = Counter(row.alert.source for row in self.alerts)
+        sources = set(articles) | set(alerts)
+        return sorted(
+            ((s, articles.get(s, 0), alerts.get(s, 0)) for s in sources),
+            key=lambda t: (-t[2], -t[1], t[0]),
+        )
+
+
+def read_records(bootstrap_servers: str, topic: str, timeout: float = 120.0) -> list[Any]:
+    """Every record currently in ``topic``, partition by partition."""
+    from kafka import TopicPartition
+
+    from newswatch.topics import make_consumer
+
+    consumer = make_consumer(bootstrap_servers, group_id=None)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout:.0f} s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close()
+
+
+def _parse(cls: Any, records: Iterable[Any], topic: str) -> list[Any]:
+    parsed = []
+    for record in records:
+        try:
+            parsed.append(cls.from_bytes(record.value))
+        except SchemaError as exc:
+            logger.warning("%s/%d@%d: %s", topic, record.partition, record.offset, exc)
+    return parsed
+
+
+def collect(
+    settings: Settings,
+    index_topic: str | None,
+    sent: Mapping[str, Any],
+    *,
+    labels: Path | None = None,
+) -> Backtest:
+    """Read a finished replay's topics into a `Backtest`.
+
+    Args:
+        settings: The replay's settings (its topics).
+        index_topic: The replay's index topic, if the index ran.
+        sent: Per article id, what the publisher sent (`pipelines.replay.SentArticle`).
+        labels: Labelled JSON-lines rows to score the decisions against.
+    """
+    servers, kafka = settings.bootstrap_servers, settings.kafka
+    alerts: list[Alert] = _parse(Alert, read_records(servers, kafka.alerts_topic), "alerts")
+    decisions: list[Decision] = _parse(
+        Decision, read_records(servers, kafka.decisions_topic), "decisions"
+    )
+    letters = _parse(DeadLetter, read_records(servers, kafka.dead_letter_topic), "dead letters")
+    points: list[IndexPoint] = []
+    if index_topic:
+        points = latest_points(_parse(IndexPoint, read_records(servers, index_topic), "index"))
+
+    unique: dict[str, Alert] = {}
+    for alert in alerts:
+        unique[alert.alert_id] = alert  # a re-sent alert replaces the earlier one
+    rows = [_alert_row(alert, sent.get(alert.article_id)) for alert in unique.values()]
+    rows.sort(key=lambda r: (r.event_ms or 0, r.alert.alert_id))
+    by_article = {d.article_id: d for d in decisions}
+    daily = sum(p.articles for p in points if p.resolution == "day")
+    result = Backtest(
+        alerts=rows,
+        alert_records=len(alerts),
+        duplicate_alerts=len(alerts) - len({a.article_id for a in alerts}),
+        decisions=by_article,
+        decision_records=len(decisions),
+        dead_letters=letters,
+        index_points=points,
+        index_missing=max(0, len(by_article) - daily) if points else 0,
+        sent=sent,
+    )
+    if labels is not None:
+        from models.evaluate import load_rows
+
+        label_metrics(result, load_rows(labels))
+    return result
+
+
+def _alert_row(alert: Alert, sent: Any) -> AlertRow:
+    alerted = _seconds(alert.alerted_at)
+    if sent is None:
+        return AlertRow(alert, _ms(alert.published), None, None)
+    source_delay = max(0.0, (sent.arrival_ms - sent.event_ms) / 1000)
+    pipeline_delay = alerted - sent.sent_at if alerted is not None else None
+    return AlertRow(alert, sent.event_ms, source_delay, pipeline_delay)
+
+
+def label_metrics(backtest: Backtest, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Score the replay's decisions against labelled rows (keyed by id or url).
+
+    Rows are matched to articles by the article id (a row's ``id`` may be one),
+    else by canonical URL. Rows that were not replayed, or that were replayed
+    but have no decision (dead-lettered), are left out and counted.
+    """
+    from connectors.fields import canonical_url
+    from models.evaluate import evaluate
+
+    by_url: dict[str, str] = {}
+    for article_id, sent in backtest.sent.items():
+        if getattr(sent, "url", ""):
+            by_url.setdefault(sent.url, article_id)
+    matched: list[Mapping[str, Any]] = []
+    predictions: list[Decision] = []
+    unmatched = 0
+    for row in rows:
+        key = str(row.get("id") or "")
+        decision = backtest.decisions.get(key)
+        if decision is None and row.get("url"):
+            article = by_url.get(canonical_url(str(row["url"])))
+            decision = backtest.decisions.get(article) if article else None
+        if decision is None:
+            unmatched += 1
+            continue
+        matched.append(row)
+        predictions.append(decision)
+    backtest.labels_matched = [dict(r) for r in matched]
+    backtest.labels_unmatched = unmatched
+    if not matched:
+        return
+    report = evaluate(matched, predictions)
+    backtest.metrics = report
+    for row, decision in zip(matched, predictions, strict=True):
+        gold = bool(row["escalation"])
+        if gold and not decision.alert:
+            backtest.misses.append(_label_row(row, decision))
+        elif decision.alert and not gold:
+            backtest.false_alarms.append(_label_row(row, decision))
+
+
+def _label_row(row: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    return {
+        "id": row.get("id"),
+        "title": row.get("title"),
+        "url": row.get("url"),
+        "source": row.get("source"),
+        "published": row.get("published"),
+        "gold_signals": list(row.get("signals") or []),
+        "gold_severity": row.get("severity"),
+        "predicted_signals": list(decision.signals),
+        "escalation_score": decision.escalation_score,
+    }
+
+
+def _seconds(value: str | None) -> float | None:
+    ms = _ms(value)
+    return ms / 1000 if ms is not None else None
+
+
+def _ms(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_report(result: Any, directory: Path) -> Path:
+    """Write ``report.html``, its PNG plots and ``summary.json`` to ``directory``.
+
+    Args:
+        result: A `pipelines.replay.ReplayResult`.
+        directory: Created if missing; files of an earlier report are replaced.
+
+    Returns:
+        The path of the HTML page.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    backtest: Backtest = result.backtest
+    plots = {
+        "timeline.png": _plot_timeline(backtest),
+        "signals.png": _plot_signals(backtest),
+        "sources.png": _plot_sources(backtest),
+        "latency.png": _plot_latency(backtest),
+    }
+    images: dict[str, str] = {}
+    for name, png in plots.items():
+        if png is None:
+            continue
+        (directory / name).write_bytes(png)
+        images[name] = base64.b64encode(png).decode("ascii")
+    summary = _summary(result)
+    (directory / "summary.json").write_text(
+        json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    page = directory / "report.html"
+    page.write_text(_html(result, summary, images), encoding="utf-8")
+    return page
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    backtest: Backtest = result.backtest
+    stats = result.stats
+    latencies = [r.latency for r in backtest.alerts if r.latency is not None]
+    out: dict[str, Any] = {
+        "run_id": result.run_id,
+        "articles": stats.articles,
+        "files": stats.files,
+        "snapshots": stats.snapshots,
+        "entries_read": stats.entries,
+        "repeats_skipped": stats.repeats,
+        "fallback_to_capture_time": stats.fallbacks,
+        "outside_range": stats.out_of_range,
+        "future_dated": stats.future,
+        "classified": backtest.decisions_count,
+        "alerts": len(backtest.alerts),
+        "alert_records": backtest.alert_records,
+        "duplicate_alerts": backtest.duplicate_alerts,
+        "dead_letters": backtest.dead_letter_count,
+        "index_windows": len(backtest.index_points),
+        "index_missing": backtest.index_missing,
+        "seconds": round(result.seconds, 2),
+        "publish_seconds": round(result.publish_seconds, 2),
+        "pipeline_seconds": round(result.pipeline_seconds, 2),
+        "articles_per_second": round(result.articles_per_second, 2),
+        "alerts_per_signal": backtest.per_signal(),
+        "latency_median_seconds": round(statistics.median(latencies), 1) if latencies else None,
+    }
+    if backtest.metrics is not None:
+        out["labels"] = {
+            "matched": backtest.metrics.n,
+            "unmatched": backtest.labels_unmatched,
+            **backtest.metrics.to_dict(),
+        }
+    return out
+
+
+def _figure(height: float = 3.2, rows: int = 1, **kwargs: Any) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, height), dpi=110, layout="constrained")
+    axes = figure.subplots(rows, 1, **kwargs)
+    return figure, axes
+
+
+def _png(figure: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def _timeline_points(backtest: Backtest) -> tuple[str, list[IndexPoint]]:
+    """Hourly points for a short replay, daily ones otherwise."""
+    days = [p for p in backtest.index_points if p.resolution == "day"]
+    hours = [p for p in backtest.index_points if p.resolution == "hour"]
+    if hours and (not days or len(days) <= 4):
+        return "hour", hours
+    return ("day", days) if days else ("hour", hours)
+
+
+def _when(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _plot_timeline(backtest: Backtest) -> bytes | None:
+    resolution, points = _timeline_points(backtest)
+    alert_times = [
+        (datetime.fromtimestamp(r.event_ms / 1000, UTC), r.alert.escalation_score, r.alert)
+        for r in backtest.alerts
+        if r.event_ms is not None
+    ]
+    if not points and not alert_times:
+        return None
+    figure, (top, middle, bottom) = _figure(7.2, rows=3, sharex=True)
+    starts = [_when(p.window_start) for p in points]
+    width = 1 / 24 if resolution == "hour" else 1.0
+    for name in SIGNAL_TYPES:
+        counts = [p.signals.get(name, {}).get("count", 0) for p in points]
+        if any(counts):
+            top.plot(starts, counts, label=name, color=_COLOURS[name], linewidth=1.4)
+    top.set_ylabel(f"articles with signal\nper {resolution}")
+    top.set_title(f"Escalation index ({resolution}ly windows, event time)", loc="left")
+    if top.get_legend_handles_labels()[0]:
+        top.legend(loc="upper left", ncols=6, fontsize=8, frameon=False)
+    middle.bar(
+        starts, [p.articles for p in points], width=width, align="edge", color="#BBBBBB",
+        label="articles classified",
+    )  # fmt: skip
+    middle.bar(
+        starts, [p.alerts for p in points], width=width, align="edge", color="#C0392B",
+        label="alerts",
+    )  # fmt: skip
+    middle.set_ylabel(f"per {resolution}")
+    middle.legend(loc="upper left", fontsize=8, frameon=False)
+    if alert_times:
+        times, scores, alerts = zip(*alert_times, strict=True)
+        colours = [
+            _COLOURS.get(a.signals[0], "#333333") if a.signals else "#333333" for a in alerts
+        ]
+        sizes = [18 + 14 * a.severity for a in alerts]
+        bottom.scatter(times, scores, c=colours, s=sizes, edgecolors="black", linewidths=0.4)
+    bottom.set_ylim(0, 1.05)
+    bottom.set_ylabel("alerts\n(escalation score)")
+    bottom.set_xlabel("event time (UTC); marker colour: first signal, size: severity")
+    figure.autofmt_xdate()
+    return _png(figure)
+
+
+def _plot_signals(backtest: Backtest) -> bytes:
+    counts = backtest.per_signal()
+    figure, axes = _figure(2.6)
+    names = list(counts)
+    axes.barh(names, [counts[n] for n in names], color=[_COLOURS[n] for n in names])
+    axes.invert_yaxis()
+    axes.set_xlabel("alerts with the signal")
+    axes.set_title("Alerts per signal type", loc="left")
+    return _png(figure)
+
+
+def _plot_sources(backtest: Backtest, top: int = 15) -> bytes:
+    rows = backtest.per_source()[:top]
+    figure, axes = _figure(max(2.4, 0.28 * len(rows) + 1.0))
+    names = [r[0][:40] for r in rows]
+    axes.barh(names, [r[1] for r in rows], color="#BBBBBB", label="articles classified")
+    axes.barh(names, [r[2] for r in rows], color="#C0392B", label="alerts")
+    axes.invert_yaxis()
+    axes.set_xscale("symlog")
+    axes.set_xlabel("count (symmetric log scale)")
+    axes.set_title(f"Top {len(rows)} sources by alerts", loc="left")
+    axes.legend(loc="lower right", fontsize=8, frameon=False)
+    return _png(figure)
+
+
+def _plot_latency(backtest: Backtest) -> bytes | None:
+    latencies = [r.latency / 3600 for r in backtest.alerts if r.latency is not None]
+    if not latencies:
+        return None
+    figure, axes = _figure(2.6)
+    axes.hist(latencies, bins=min(30, max(5, len(latencies))), color="#0072B2")
+    axes.set_xlabel("alert latency in replay time (hours): capture - published + pipeline")
+    axes.set_ylabel("alerts")
+    axes.set_title("Alert latency", loc="left")
+    return _png(figure)
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;
+max-width:1180px;color:#222;padding:0 16px}
+h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
+.muted{color:#666}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));
+gap:8px;margin:12px 0}.card{background:#f6f7f9;border-radius:6px;padding:8px 10px}
+.card b{display:block;font-size:20px}table{border-collapse:collapse;width:100%;font-size:13px}
+th,td{border-bottom:1px solid #e4e4e4;padding:5px 6px;text-align:left;vertical-align:top}
+th{background:#fafafa}td.num,th.num{text-align:right;white-space:nowrap}
+.sig{display:inline-block;border-radius:3px;padding:0 5px;margin:1px;color:#fff;font-size:12px}
+img{max-width:100%;height:auto}.evidence{color:#444;font-style:italic}
+.two{display:grid;grid-template-columns:1fr 1fr;gap:16px}
+"""
+
+
+def _html(result: Any, summary: dict[str, Any], images: dict[str, str]) -> str:
+    backtest: Backtest = result.backtest
+    e = html.escape
+
+    def image(name: str, alt: str) -> str:
+        if name not in images:
+            return f"<p class='muted'>{e(alt)}: nothing to plot.</p>"
+        return f"<img alt='{e(alt)}' src='data:image/png;base64,{images[name]}'>"
+
+    def signals(names: Iterable[str]) -> str:
+        return "".join(
+            f"<span class='sig' style='background:{_COLOURS.get(n, '#555')}'>{e(n)}</span>"
+            for n in names
+        )
+
+    cards = [
+        ("articles", f"{summary['articles']:,}"),
+        ("alerts", f"{summary['alerts']:,}"),
+        ("duplicate alerts", f"{summary['duplicate_alerts']:,}"),
+        ("dead letters", f"{summary['dead_letters']:,}"),
+        ("fallback to capture time", f"{summary['fallback_to_capture_time']:,}"),
+        ("repeats skipped", f"{summary['repeats_skipped']:,}"),
+        ("duration", f"{summary['seconds']:.0f} s"),
+        ("articles/s", f"{summary['articles_per_second']:,.1f}"),
+    ]
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>newswatch backtest {e(result.run_id)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Backtest {e(result.run_id)}</h1>",
+        "<p class='muted'>Archived entries replayed through the classification pipeline on "
+        "isolated topics, in event time (publication time, else capture time). "
+        f"{summary['snapshots']:,} feed snapshots and {summary['files']:,} files read, "
+        f"{summary['entries_read']:,} entries, {summary['repeats_skipped']:,} of them repeats "
+        "of an article already seen.</p>",
+        "<div class='grid'>"
+        + "".join(f"<div class='card'>{e(k)}<b>{v}</b></div>" for k, v in cards)
+        + "</div>",
+    ]
+    if backtest.metrics is not None:
+        parts.append(_metrics_html(backtest))
+    parts += [
+        "<h2>Escalation index</h2>",
+        image("timeline.png", "Escalation index over time with alerts"),
+        f"<p class='muted'>{summary['index_windows']:,} windows; "
+        f"{summary['index_missing']:,} classified articles arrived later than the allowed "
+        "lateness and are not counted in the index.</p>",
+        f"<h2>Alerts ({len(backtest.alerts):,})</h2>",
+        "<table><tr><th>published (UTC)</th><th>title and evidence</th><th>source</th>"
+        "<th class='num'>score</th><th>signals</th><th class='num'>severity</th>"
+        "<th class='num'>latency</th></tr>",
+    ]
+    for row in backtest.alerts:
+        alert = row.alert
+        title = e(alert.title)
+        if alert.url:
+            title = f"<a href='{e(alert.url)}'>{title}</a>"
+        evidence = e(alert.evidence[0]) if alert.evidence else ""
+        latency = _human(row.latency) if row.latency is not None else "-"
+        parts.append(
+            f"<tr><td>{e((alert.published or '-').replace('T', ' '))}</td>"
+            f"<td>{title}<div class='evidence'>{evidence}</div></td>"
+            f"<td>{e(alert.source)}</td><td class='num'>{alert.escalation_score:.2f}</td>"
+            f"<td>{signals(alert.signals)}</td><td class='num'>{alert.severity}</td>"
+            f"<td class='num'>{latency}</td></tr>"
+        )
+    parts.append("</table>")
+    parts += [
+        "<h2>Signals and sources</h2><div class='two'><div>",
+        image("signals.png", "Alerts per signal type"),
+        "<table><tr><th>signal</th><th class='num'>alerts</th></tr>",
+        *(
+            f"<tr><td>{signals([n])}</td><td class='num'>{c:,}</td></tr>"
+            for n, c in backtest.per_signal().items()
+        ),
+        "</table></div><div>",
+        image("sources.png", "Articles and alerts per source"),
+        "<table><tr><th>source</th><th class='num'>articles</th><th class='num'>alerts</th></tr>",
+        *(
+            f"<tr><td>{e(s)}</td><td class='num'>{a:,}</td><td class='num'>{n:,}</td></tr>"
+            for s, a, n in backtest.per_source()[:25]
+        ),
+        "</table></div></div>",
+        "<h2>Alert latency</h2>",
+        image("latency.png", "Alert latency"),
+        _latency_html(backtest),
+        "<p class='muted'>Generated by <code>newswatch replay</code>; plots are also saved "
+        "beside this page. Texts are copyright of their outlets.</p></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def _metrics_html(backtest: Backtest) -> str:
+    e = html.escape
+    m = backtest.metrics
+    rows = [
+        ("escalation", m.escalation),
+        ("taiwan_related", m.taiwan_related),
+        *((f"signal {n}", s) for n, s in m.signals.items()),
+    ]
+    out = [
+        "<h2>Against the labels</h2>",
+        f"<p>{m.n:,} labelled rows matched the replay ({backtest.labels_unmatched:,} were "
+        "not replayed or not classified); scored by <code>models.evaluate</code>, as "
+        "<code>newswatch model eval</code> does.</p>",
+        "<table><tr><th>decision</th><th class='num'>precision</th><th class='num'>recall</th>"
+        "<th class='num'>F1</th><th class='num'>TP</th><th class='num'>FP</th>"
+        "<th class='num'>FN</th><th class='num'>support</th></tr>",
+    ]
+    for name, s in rows:
+        out.append(
+            f"<tr><td>{e(name)}</td><td class='num'>{s.precision:.3f}</td>"
+            f"<td class='num'>{s.recall:.3f}</td><td class='num'>{s.f1:.3f}</td>"
+            f"<td class='num'>{s.tp}</td><td class='num'>{s.fp}</td><td class='num'>{s.fn}</td>"
+            f"<td class='num'>{s.support}</td></tr>"
+        )
+    out.append(
+        f"</table><p>Signals macro-F1 {m.signals_macro_f1:.3f}; severity accuracy "
+        f"{m.severity_accuracy:.3f}, MAE {m.severity_mae:.3f}.</p>"
+    )
+    for heading, items in (
+        ("Misses: labelled escalations without an alert", backtest.misses),
+        ("False alarms: alerts on rows labelled as no escalation", backtest.false_alarms),
+    ):
+        out.append(f"<h2>{e(heading)} ({len(items):,})</h2>")
+        if not items:
+            continue
+        out.append(
+            "<table><tr><th>published</th><th>title</th><th>source</th><th>labelled</th>"
+            "<th>predicted</th><th class='num'>score</th></tr>"
+        )
+        for item in items:
+            title = e(item["title"] or "")
+            if item.get("url"):
+                title = f"<a href='{e(item['url'])}'>{title}</a>"
+            out.append(
+                f"<tr><td>{e(str(item.get('published') or ''))}</td><td>{title}</td>"
+                f"<td>{e(str(item.get('source') or ''))}</td>"
+                f"<td>{e(', '.join(item['gold_signals']))} (severity {item['gold_severity']})</td>"
+                f"<td>{e(', '.join(item['predicted_signals']))}</td>"
+                f"<td class='num'>{item['escalation_score']:.2f}</td></tr>"
+            )
+        out.append("</table>")
+    return "\n".join(out)
+
+
+def _latency_html(backtest: Backtest) -> str:
+    rows = [r for r in backtest.alerts if r.latency is not None]
+    if not rows:
+        return "<p class='muted'>No alert latency to show.</p>"
+
+    def stats(values: list[float]) -> str:
+        ordered = sorted(values)
+        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+        return f"median {_human(statistics.median(ordered))}, p90 {_human(p90)}"
+
+    source = [r.source_delay for r in rows if r.source_delay is not None]
+    pipeline = [r.pipeline_delay for r in rows if r.pipeline_delay is not None]
+    total = [r.latency for r in rows if r.latency is not None]
+    return (
+        "<p>Latency is <code>alerted_at - published</code> in replay time: the time until a "
+        "poller captured the entry (capture - published; zero for entries files) plus the "
+        "pipeline's own delay (alert written - article handed to Kafka, which with "
+        "<code>--speed max</code> includes waiting behind the replayed backlog).</p>"
+        f"<ul><li>total: {stats(total)}</li><li>capture - published: {stats(source)}</li>"
+        f"<li>pipeline: {stats(pipeline)}</li></ul>"
+    )
+
+
+def _human(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
