@@ -155,22 +155,6 @@ def run(
     Setting ``stop`` (SIGINT/SIGTERM do) drains: readers stop polling, in-flight
     records are classified, written and committed, then the job finishes.
     """
-    if model_handler is None:
-        from models.handler import EscalationModelHandler
-
-        model_handler = EscalationModelHandler(settings.model)
-    options = pipeline_options(settings)  # fail fast on a bad runner set-up
-    partitions = plan_partitions(
-        settings.bootstrap_servers,
-        settings.kafka.articles_topic,
-        settings.kafka.group_id,
-        until_end=until_idle,
-    )
-    logger.info(
-        "pipeline reading %s from %s",
-        ", ".join(f"{p.partition}@{p.start}..{'' if p.stop is None else p.stop}" for p in partitions),
-        settings.kafka.articles_topic,
-    )
     stop = stop or threading.Event()
     kafkaio.reset_stop()
     kafkaio.reset_ledgers()
@@ -178,20 +162,47 @@ def run(
         target=_forward_stop, args=(stop,), name="pipeline-stop", daemon=True
     )
     watcher.start()
+    restores = []
+    if install_signal_handlers:
+        # From the start: a SIGTERM while the model loads or the runner starts must
+        # not kill this process and orphan the runner, a child process.
+        restores.append(_install_signal_handlers(stop))
     started = time.monotonic()
-    restore = None
     try:
+        if model_handler is None:
+            from models.handler import EscalationModelHandler
+
+            model_handler = EscalationModelHandler(settings.model)
+        options = pipeline_options(settings)  # fail fast on a bad runner set-up
+        partitions = plan_partitions(
+            settings.bootstrap_servers,
+            settings.kafka.articles_topic,
+            settings.kafka.group_id,
+            until_end=until_idle,
+        )
+        logger.info(
+            "pipeline reading %s from %s",
+            ", ".join(
+                f"{p.partition}@{p.start}..{'' if p.stop is None else p.stop}" for p in partitions
+            ),
+            settings.kafka.articles_topic,
+        )
+        if stop.is_set():
+            logger.info("stopped before the job started")
+            return PipelineReport(seconds=time.monotonic() - started)
         pipeline = beam.Pipeline(options=options)
         build(pipeline, settings, partitions, model_handler, index=index)
         result = pipeline.run()
-        # Installed after the job started: Beam's job server replaces the SIGINT
-        # handler with one that kills the runner, which would prevent draining.
-        restore = _install_signal_handlers(stop) if install_signal_handlers else None
+        if install_signal_handlers:
+            # Again once the job runs: Beam's job server replaced the SIGINT handler
+            # with one that kills the runner, which would prevent draining.
+            restores.append(_install_signal_handlers(stop))
         result.wait_until_finish()
     finally:
         stop.set()
-        if restore:
-            restore()
+        for restore in reversed(restores):
+            if restore:
+                restore()
     report = PipelineReport(_counters(result), time.monotonic() - started)
     logger.info("%s", report.summary())
     return report
