@@ -8,9 +8,13 @@ logging and turns `NewswatchError` into a one-line message and exit code 2.
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import importlib
 import logging
+import os
 import sys
+from typing import NoReturn
 
 from newswatch.errors import NewswatchError
 from newswatch.logs import configure_logging
@@ -55,7 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"newswatch: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
+        _exit_at_once(130)
+
+
+def _exit_at_once(code: int) -> NoReturn:
+    """Leave now: run the exit handlers, then skip interpreter finalisation.
+
+    An interrupt can land while Beam's gRPC threads still run (a pipeline told to
+    stop twice); finalising the interpreter under them aborts it (SIGABRT, "terminate
+    called without an active exception"). The exit handlers stop the Prism runner.
+    """
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
