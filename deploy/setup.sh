@@ -53,7 +53,11 @@ if ! stamp_ok deploy/kafka/lib/.stamp "$want"; then
   command -v java >/dev/null || { say "error: java 17+ is required for the Kafka broker"; exit 2; }
   say "fetching Kafka broker jars from Maven Central"
   rm -rf deploy/kafka/lib
-  mvn -B -q -f deploy/kafka/pom.xml dependency:copy-dependencies
+  if ! mvn -B -q -f deploy/kafka/pom.xml dependency:copy-dependencies > .tools/mvn.log 2>&1; then
+    cat .tools/mvn.log >&2
+    say "error: mvn could not fetch the Kafka jars (log above)"
+    exit 2
+  fi
   echo "$want" > deploy/kafka/lib/.stamp
   say "Kafka jars ready: $(ls deploy/kafka/lib/*.jar | wc -l) jars ($(elapsed "$t"))"
 else
