@@ -19,11 +19,51 @@ from newswatch.config import KafkaSettings
 from newswatch.schemas import Alert, Article, Classification, DeadLetter, Decision, SchemaError
 from pipelines.kafkaio import KafkaRecord, OutboundMessage, OutboundRecord, OutcomeAck
 
-__all__ = ["ClassifyArticles", "DecodeArticleFn", "DecodeArticles", "RouteOutcomesFn"]
+__all__ = [
+    "ClassifyArticles",
+    "DecodeArticleFn",
+    "DecodeArticles",
+    "RouteOutcomesFn",
+    "decode_article",
+]
 
 _NAMESPACE = "newswatch"
 #: Articles longer than this (title + text, in characters) are dead-lettered as too large.
 MAX_ARTICLE_CHARS = 1_000_000
+
+
+_TEXT_FIELDS = ("id", "url", "title", "text", "source", "feed", "ingested_at")
+_OPTIONAL_TEXT_FIELDS = ("published", "language")
+
+
+def decode_article(payload: bytes | None) -> Article:
+    """An `Article` from a record value, checked so that every later step can handle it.
+
+    JSON gives any type to any field, and ``\\ud800`` escapes give strings that
+    cannot be encoded again; either would crash a later step (and with it the
+    bundle, again on every retry), so they are refused here.
+
+    Raises:
+        SchemaError: Not an article, or one no later step could handle.
+    """
+    try:
+        article = Article.from_bytes(payload)
+    except RecursionError as exc:  # json gives up on very deep nesting this way
+        raise SchemaError("Article: payload is not JSON (nested too deeply)") from exc
+    for name in _TEXT_FIELDS + _OPTIONAL_TEXT_FIELDS:
+        value = getattr(article, name)
+        if value is None and name in _OPTIONAL_TEXT_FIELDS:
+            continue
+        if not isinstance(value, str):
+            raise SchemaError(f"Article: {name} must be a string, not {type(value).__name__}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise SchemaError(f"Article: {name} is not valid Unicode ({exc.reason})") from exc
+    size = len(article.title) + len(article.text)
+    if size > MAX_ARTICLE_CHARS:
+        raise SchemaError(f"article too large: {size} characters (limit {MAX_ARTICLE_CHARS})")
+    return article
 
 
 class DecodeArticleFn(beam.DoFn):
@@ -38,14 +78,7 @@ class DecodeArticleFn(beam.DoFn):
 
     def process(self, record: KafkaRecord) -> Iterator:
         try:
-            article = Article.from_bytes(record.value)
-            if len(article.title) + len(article.text) > MAX_ARTICLE_CHARS:
-                raise SchemaError(
-                    f"article too large: {len(article.title) + len(article.text)} characters "
-                    f"(limit {MAX_ARTICLE_CHARS})"
-                )
-            if not isinstance(article.title, str) or not isinstance(article.text, str):
-                raise SchemaError("title and text must be strings")
+            article = decode_article(record.value)
         except SchemaError as exc:
             self._dead.inc()
             key = record.key.decode("utf-8", "replace") if record.key else None
