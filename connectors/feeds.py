@@ -54,6 +54,9 @@ __all__ = ["ParsedFeed", "entry_article", "parse_feed"]
 
 logger = logging.getLogger(__name__)
 
+#: Raw (HTML) characters kept per character of ``max_entry_chars`` before markup is stripped.
+_RAW_PER_TEXT_CHAR = 4
+
 #: feedparser complaints that do not make a feed unhealthy (the bytes parsed fine).
 _BENIGN_BOZO = ("NonXMLContentType", "CharacterEncodingOverride")
 
@@ -167,10 +170,18 @@ def entry_article(
     Returns:
         The record, and whether its text was cut to ``max_entry_chars``.
     """
-    title = one_line(_value_text(entry, "title"))
-    summary = _value_text(entry, "summary")
-    contents = [_detail_text(c) for c in entry.get("content") or []]
+    # Raw values are cut before their markup is stripped: stripping costs several times
+    # a value's size in memory, and all but max_entry_chars of the result goes anyway.
+    raw_limit = max_entry_chars * _RAW_PER_TEXT_CHAR if max_entry_chars > 0 else None
+    title = one_line(_value_text(entry, "title", raw_limit))
+    summary = _value_text(entry, "summary", raw_limit)
+    raw_contents = entry.get("content") or []
+    contents = [_detail_text(c, raw_limit) for c in raw_contents]
     text = max([summary, *contents], key=len)
+    raw_cut = raw_limit is not None and any(
+        len(value or "") > raw_limit
+        for value in [entry.get("summary"), *(c.get("value") for c in raw_contents)]
+    )
     link = canonical_url(entry.get("link") or "")
     guid = (entry.get("id") or "").strip()
     identity = _identity(guid, link, feed_url, title or text[:200])
@@ -182,6 +193,7 @@ def entry_article(
         )
         return letter, False
     text, was_cut = cut(text, max_entry_chars)
+    was_cut = was_cut or raw_cut
     if not title:
         title = title_from_text(text)
     published = iso_utc(
@@ -210,15 +222,15 @@ def _identity(guid: str, link: str, feed_url: str, title: str) -> str:
     return f"{feed_url}#{guid or title}"
 
 
-def _value_text(obj: Any, name: str) -> str:
-    """Plain text of ``obj[name]``, honouring feedparser's ``<name>_detail.type``."""
+def _value_text(obj: Any, name: str, limit: int | None = None) -> str:
+    """Plain text of ``obj[name]`` (its first ``limit`` characters), honouring ``<name>_detail``."""
     value = obj.get(name) or ""
     detail = obj.get(f"{name}_detail") or {}
-    return _as_text(value, detail.get("type", "text/html"))
+    return _as_text(value[:limit], detail.get("type", "text/html"))
 
 
-def _detail_text(detail: Any) -> str:
-    return _as_text(detail.get("value") or "", detail.get("type", "text/html"))
+def _detail_text(detail: Any, limit: int | None = None) -> str:
+    return _as_text((detail.get("value") or "")[:limit], detail.get("type", "text/html"))
 
 
 def _as_text(value: str, kind: str) -> str:
