@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
@@ -27,6 +28,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
+from kafka import errors as kafka_errors
 
 from newswatch.topics import make_consumer, make_producer
 
@@ -46,6 +48,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _UNBOUNDED = 2**63 - 1
 _NAMESPACE = "newswatch"
@@ -141,6 +145,31 @@ def plan_partitions(
         consumer.close()
 
 
+#: Seconds a Kafka client is created or an offset commit retried while the broker
+#: cannot be reached (a broker restart); longer outages fail the bundle, and a
+#: restarted worker resumes from the last committed offsets.
+RETRY_SECONDS = 300.0
+
+
+def _retrying(what: str, attempt: Callable[[], T]) -> T:
+    """``attempt()``, retried with backoff on Kafka errors for up to `RETRY_SECONDS`."""
+    deadline = time.monotonic() + RETRY_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            return attempt()
+        except kafka_errors.KafkaError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+#: Seconds a partition reader waits before it tries an unreachable broker again.
+RECONNECT_DELAY = Duration(seconds=2)
+
+
 #: Record timestamps further ahead of the wall clock than this are clamped, so one
 #: bad clock cannot push the watermark into the future and make later records late.
 MAX_CLOCK_SKEW = Duration(seconds=300)
@@ -224,7 +253,20 @@ class _ReadPartitionFn(beam.DoFn):
         if position >= restriction.stop or _STOP.is_set():
             tracker.try_claim(max(position, restriction.stop))  # claims nothing; marks done
             return
-        consumer = self._consumer(spec)
+        try:
+            consumer = self._consumer(spec)
+        except kafka_errors.KafkaError as exc:
+            # The broker is away (restarting): read again shortly; failing the bundle
+            # would fail the job.
+            logger.warning(
+                "cannot read %s/%d (%s); retrying in %.0f s",
+                spec.topic,
+                spec.partition,
+                exc,
+                RECONNECT_DELAY.micros / 1e6,
+            )
+            tracker.defer_remainder(RECONNECT_DELAY)
+            return
         consumer.seek(tp, position)
         batch = consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
         records = batch.get(tp, [])
@@ -316,7 +358,7 @@ class WriteToKafkaFn(beam.DoFn):
         self._written = Metrics.counter(_NAMESPACE, "records_written")
 
     def setup(self) -> None:
-        self._producer = make_producer(self._bootstrap_servers)
+        self._producer = _retrying("producer", lambda: make_producer(self._bootstrap_servers))
 
     def start_bundle(self) -> None:
         self._pending: list[tuple[list, OutcomeAck, Timestamp, object]] = []
@@ -353,6 +395,8 @@ class _OffsetLedger:
 
     def __init__(self, start: int) -> None:
         self.next = start
+        self.committed = start
+        """The offset last committed to the group (``next`` may be ahead after a failure)."""
         self.ranges: list[tuple[int, int]] = []
         self.lock = threading.Lock()
 
@@ -413,10 +457,13 @@ class CommitOffsetsFn(beam.DoFn):
         self._commits = Metrics.counter(_NAMESPACE, "offset_commits")
 
     def setup(self) -> None:
-        self._consumer = make_consumer(self._bootstrap_servers, group_id=self._group_id)
+        self._consumer = _retrying(
+            "offset committer",
+            lambda: make_consumer(self._bootstrap_servers, group_id=self._group_id),
+        )
 
     def process(self, element: tuple[str, OutcomeAck]) -> Iterator[tuple[str, int]]:
-        from kafka import OffsetAndMetadata, TopicPartition
+        from kafka import TopicPartition
 
         key, ack = element
         ledger = _ledger(
@@ -424,21 +471,24 @@ class CommitOffsetsFn(beam.DoFn):
             self._starts.get(key, ack.start),
         )
         with ledger.lock:
-            if not ledger.settle(ack.start, ack.end):
+            ledger.settle(ack.start, ack.end)
+            # Compared with what was committed, not with what settle() returned: a
+            # retried bundle whose commit failed must still commit.
+            if ledger.next <= ledger.committed:
                 return
             advanced = ledger.next
-            tp = TopicPartition(ack.topic, ack.partition)
-            for attempt in range(5):
-                try:
-                    self._consumer.commit({tp: OffsetAndMetadata(advanced, "", -1)})
-                    break
-                except Exception:  # retried, then surfaced
-                    if attempt == 4:
-                        raise
-                    logger.warning("offset commit for %s failed; retrying", key, exc_info=True)
-                    time.sleep(0.5 * (attempt + 1))
+            self._commit(TopicPartition(ack.topic, ack.partition), advanced, key)
+            ledger.committed = advanced
         self._commits.inc()
         yield key, advanced
+
+    def _commit(self, tp, offset: int, key: str) -> None:
+        from kafka import OffsetAndMetadata
+
+        _retrying(
+            f"offset commit of {key}@{offset}",
+            lambda: self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)}),
+        )
 
     def teardown(self) -> None:
         consumer = getattr(self, "_consumer", None)

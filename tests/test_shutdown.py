@@ -1,4 +1,7 @@
-"""Stopping ``newswatch pipeline``: SIGTERM drains and commits; a second one exits at once.
+"""Stopping and disturbing a running ``newswatch pipeline``.
+
+SIGTERM drains and commits, a second SIGTERM exits at once, and a broker restart under
+a running worker is ridden out.
 
 The pipeline runs as the operator runs it, a subprocess on the real broker, the Prism
 runner and the real model, fed with real archived entries that name China or Taiwan
@@ -185,3 +188,20 @@ def test_sigterm_while_the_pipeline_starts_exits_0_and_leaves_no_runner(settings
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
+
+
+def test_a_running_worker_rides_out_a_broker_restart_and_commits_everything(
+    settings, worker, kafka_broker
+):
+    articles = publish_and_wait_for_work_in_flight(settings, 60)
+
+    assert kafka_broker.kill()  # while outcomes are being written and committed
+    time.sleep(20)
+    assert worker.poll() is None
+    kafka_broker.start()
+
+    wait_for(lambda: totals(settings)[0] == totals(settings)[1], 300, "every commit", worker)
+    assert worker.poll() is None, "the worker stopped on a broker restart"
+    assert {a.id for a in articles} <= decided_ids(settings)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(180) == 0
