@@ -7,6 +7,7 @@ tests prove that a refused host was never contacted.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
 import time
@@ -20,9 +21,9 @@ from newswatch.config import Settings
 from tests.connectors.servers import FeedServer
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
-    """Refuse (and report) every connection attempt to a non-loopback address."""
+@contextlib.contextmanager
+def loopback_guard() -> Iterator[list[object]]:
+    """Refuse (and record) every connection attempt to a non-loopback address while open."""
     attempts: list[object] = []
     real_connect = socket.socket.connect
     real_connect_ex = socket.socket.connect_ex
@@ -48,9 +49,17 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
             raise PermissionError(f"test guard: connection to {address} refused")
         return real_connect_ex(self, address)
 
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
-    yield attempts
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "connect", connect)
+        patch.setattr(socket.socket, "connect_ex", connect_ex)
+        yield attempts
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> Iterator[list[object]]:
+    """Refuse (and report) every connection attempt to a non-loopback address."""
+    with loopback_guard() as attempts:
+        yield attempts
     assert not attempts, f"connections to non-loopback addresses were attempted: {attempts}"
 
 
