@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 #: Modules that contribute subcommands, in --help order.
 _COMMAND_MODULES = (
     "pipelines.commands",  # run, pipeline, alerts
+    "pipelines.replay",  # replay
     "connectors.commands",  # ingest
     "models.commands",  # classify, model train|eval
     "newswatch.broker",  # broker start|stop|status
