@@ -262,3 +262,58 @@ def test_tls_is_verified_against_the_host_name_while_connecting_to_the_checked_a
             # The same server by address: its certificate does not name 127.0.0.1.
             with pytest.raises(ConnectionFailed, match="TLS"):
                 fetcher.fetch(server.url("/rss"))
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "127.1",  # short form
+        "2130706433",  # decimal
+        "0x7f000001",  # hexadecimal
+        "017700000001",  # octal
+        "[::ffff:127.0.0.1]",  # IPv4-mapped IPv6
+    ],
+)
+def test_loopback_in_any_spelling_is_refused_by_default_without_a_request(feed_server, host):
+    feed_server.route("/wsj.xml", Reply(body=WSJ))
+    with pytest.raises(PrivateAddressRefused):
+        Fetcher(ConnectorSettings()).fetch(f"http://{host}:{feed_server.port}/wsj.xml")
+    assert feed_server.hits("/wsj.xml") == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://10.0.0.1/feed.xml",
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://[::ffff:169.254.169.254]/latest/meta-data/",
+    ],
+)
+def test_private_and_metadata_addresses_are_refused_before_any_connection(url):
+    # The loopback guard fails the test if a connection is even attempted.
+    with pytest.raises(PrivateAddressRefused):
+        Fetcher(ConnectorSettings()).fetch(url)
+
+
+def test_the_allow_options_open_private_addresses_only_as_far_as_asked(feed_server):
+    url = feed_server.route("/wsj.xml", Reply(body=WSJ))
+    with pytest.raises(PrivateAddressRefused):
+        Fetcher(ConnectorSettings()).fetch(url)
+    assert Fetcher(ConnectorSettings(allow_private_addresses=True)).fetch(url).body == WSJ
+    only_loopback = ConnectorSettings(allowed_networks=["127.0.0.0/8"])
+    assert Fetcher(only_loopback).fetch(url).body == WSJ
+    with pytest.raises(PrivateAddressRefused):  # still refused, and never connected to
+        Fetcher(only_loopback).fetch("http://169.254.169.254/latest/meta-data/")
+    assert feed_server.hits("/wsj.xml") == 2
+
+
+def test_redirect_to_the_metadata_address_is_refused_under_the_allow_option_for_loopback(
+    feed_server,
+):
+    url = feed_server.route(
+        "/feed", Reply(status=302, headers={"Location": "http://169.254.169.254/latest/"})
+    )
+    with pytest.raises(PrivateAddressRefused, match=r"169\.254\.169\.254"):
+        Fetcher(ConnectorSettings(allowed_networks=["127.0.0.0/8"])).fetch(url)
+    assert feed_server.hits("/feed") == 1
