@@ -295,3 +295,36 @@ def test_one_pass_skips_a_feed_that_is_backing_off_but_reports_it(connector_sett
     assert (first.polls, second.polls) == (1, 0)
     assert second.feeds[url]["healthy"] is False
     assert second.feeds[url]["last_error"] == "HTTP 429 Too Many Requests"
+
+
+def test_documents_the_broker_did_not_acknowledge_are_not_checkpointed_and_are_sent_later(
+    connector_settings, clock, tmp_path, read_topic, kafka_broker
+):
+    from newswatch.topics import make_producer
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    shutil.copy(SEED, docs)
+    connector_settings.connectors.files = [docs]
+    producer = make_producer(
+        connector_settings.bootstrap_servers,
+        max_block_ms=2000,
+        request_timeout_ms=1000,
+        delivery_timeout_ms=2000,
+    )
+    with StateStore(connector_settings.connectors.state_dir) as state:
+        publisher = Publisher(connector_settings, producer=producer, timeout=10)
+        connector = ConnectorService(connector_settings, publisher, state, clock=clock)
+        kafka_broker.stop()
+        try:
+            connector.scan_files()
+        finally:
+            kafka_broker.start()
+            publisher.close(timeout=5)
+        assert connector.report.unacknowledged == 1 and connector.report.published == 0
+        directory = state.directory(docs)
+        assert directory.files == {} and len(directory.seen) == 0  # nothing checkpointed
+    with service(connector_settings, clock) as restarted:
+        restarted.scan_files()
+    assert restarted.report.published == 1
+    assert [a.feed for a in articles(read_topic, connector_settings)] == [str(docs / SEED.name)]
