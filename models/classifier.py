@@ -60,7 +60,7 @@ LATEST_FILE = "LATEST"
 #: Model inputs are cut to this many tokens (a window plus its headline fits).
 MAX_TOKENS = 160
 #: At most this many evidence sentences per article.
-MAX_EVIDENCE = 3
+MAX_EVIDENCE = 5
 
 _TRAIN_HINT = "train one with `newswatch model train` (or run deploy/setup.sh)"
 
@@ -356,9 +356,11 @@ class EscalationClassifier:
         """The decisive sentences of each escalating article, most decisive first.
 
         Candidates are the headline and the sentences of the windows that score
-        highest for escalation and for each reported signal; each candidate is
-        scored on its own (after the headline), and the best candidate per
-        reported signal is kept.
+        highest for escalation and for each reported signal. Each candidate is
+        scored twice, after the headline and on its own, and ranked by the mean:
+        the headline gives the topic, the sentence alone shows whether it carries
+        the signal itself. The best candidate per reported signal is kept
+        (strongest signal first), then the best one for escalation.
         """
         found: list[list[str]] = [[] for _ in docs]
         plans: list[tuple[int, list[str], int]] = []
@@ -378,24 +380,27 @@ class EscalationClassifier:
             candidates = list(dict.fromkeys(c for c in candidates if c))
             start = len(inputs)
             for c in candidates:
-                alone = c == doc.title
-                inputs.append(c if alone else join_title(doc.title, c))
-                lexical.append(lexical_features(doc.title, [] if alone else [c]))
+                inputs.append(join_title(doc.title, c) if c != doc.title else c)
+                lexical.append(lexical_features(doc.title, [c] if c != doc.title else []))
+            for c in candidates:
+                inputs.append(c)
+                lexical.append(lexical_features("", [c]))
             plans.append((index, candidates, start))
         if not inputs:
             return found
-        sentence_scores = self.scores(self.logits(inputs, lexical))
+        scored = self.scores(self.logits(inputs, lexical))
         for index, candidates, start in plans:
-            rows = slice(start, start + len(candidates))
-            ranked: dict[str, float] = {}
-            for name in decided[index]["signals"]:  # type: ignore[index]
-                column = sentence_scores.signals[rows][:, SIGNALS.index(name)]
-                best = int(column.argmax())
-                ranked[candidates[best]] = max(
-                    ranked.get(candidates[best], 0.0), float(column[best])
-                )
-            best = int(sentence_scores.escalation[rows].argmax())
-            ranked.setdefault(candidates[best], float(sentence_scores.escalation[rows][best]))
-            order = sorted(ranked, key=ranked.__getitem__, reverse=True)
-            found[index] = order[:MAX_EVIDENCE]
+            fields = decided[index]
+            assert fields is not None
+            n = len(candidates)
+            with_title = slice(start, start + n)
+            alone = slice(start + n, start + 2 * n)
+            evidence: list[str] = []
+            for name in sorted(fields["signals"], key=lambda s: -fields["signal_scores"][s]):
+                column = SIGNALS.index(name)
+                rank = scored.signals[with_title][:, column] + scored.signals[alone][:, column]
+                evidence.append(candidates[int(rank.argmax())])
+            rank = scored.escalation[with_title] + scored.escalation[alone]
+            evidence.append(candidates[int(rank.argmax())])
+            found[index] = list(dict.fromkeys(evidence))[:MAX_EVIDENCE]
         return found
