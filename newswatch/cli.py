@@ -59,9 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before the command modules are imported: Beam logs while it is imported, and
+    # logging would then install its own default handler, which configure_logging
+    # takes for a host app's set-up and leaves alone (no INFO lines at all).
+    configure_logging(_verbosity(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(getattr(args, "verbose", 0))
     try:
         return int(args.handler(args) or 0)
     except NewswatchError as exc:
@@ -69,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         _exit_at_once(130)
+
+
+def _verbosity(argv: list[str]) -> int:
+    """The ``-v``/``--verbose`` count of a command line, read before argparse runs."""
+    count = 0
+    for arg in argv:
+        if arg == "--verbose":
+            count += 1
+        elif arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) == {"v"}:
+            count += len(arg) - 1
+    return count
 
 
 def _exit_at_once(code: int) -> NoReturn:
