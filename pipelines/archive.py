@@ -22,6 +22,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -109,36 +111,52 @@ def iter_sources(
     limit_ms = int(limit.timestamp() * 1000)
     start_ms = int(start.timestamp() * 1000) if start else None
     end_ms = int(end.timestamp() * 1000) if end else None
-    for source in sources:
-        for thing in _read_source(Path(source), stats):
-            if isinstance(thing, DeadLetter):
-                stats.dead_letters += 1
-                yield thing
-                continue
-            stats.entries += 1
-            if thing.article.id in seen:
-                stats.repeats += 1
-                continue
-            seen.add(thing.article.id)
-            if (start_ms is not None and thing.event_ms < start_ms) or (
-                end_ms is not None and thing.event_ms >= end_ms
-            ):
-                stats.out_of_range += 1
-                continue
-            if thing.event_ms > limit_ms:
-                stats.future += 1
-                stats.dead_letters += 1
-                yield DeadLetter.of(
-                    "replay",
-                    "FutureTimestamp",
-                    thing.article.feed,
-                    thing.article.to_bytes(),
-                    key=thing.article.id,
-                )
-                continue
-            stats.articles += 1
-            stats.fallbacks += thing.fallback
+    for path in sources:
+        if not Path(path).exists():
+            raise ConfigError(f"replay source not found: {path}")
+    # Each source is already in arrival order; several are interleaved as a poller
+    # would have met them (a k-way merge: one pending item per source in memory).
+    streams = [_arrival_ordered(_read_source(Path(path), stats)) for path in sources]
+    for _arrival, _order, thing in heapq.merge(*streams, key=lambda t: (t[0], t[1])):
+        if isinstance(thing, DeadLetter):
+            stats.dead_letters += 1
             yield thing
+            continue
+        stats.entries += 1
+        if thing.article.id in seen:
+            stats.repeats += 1
+            continue
+        seen.add(thing.article.id)
+        if (start_ms is not None and thing.event_ms < start_ms) or (
+            end_ms is not None and thing.event_ms >= end_ms
+        ):
+            stats.out_of_range += 1
+            continue
+        if thing.event_ms > limit_ms:
+            stats.future += 1
+            stats.dead_letters += 1
+            yield DeadLetter.of(
+                "replay",
+                "FutureTimestamp",
+                thing.article.feed,
+                thing.article.to_bytes(),
+                key=thing.article.id,
+            )
+            continue
+        stats.articles += 1
+        stats.fallbacks += thing.fallback
+        yield thing
+
+
+def _arrival_ordered(
+    things: Iterator[ReplayItem | DeadLetter],
+) -> Iterator[tuple[int, int, ReplayItem | DeadLetter]]:
+    """(arrival, sequence, thing): dead letters travel with the item before them."""
+    arrival = -1
+    for order, thing in zip(itertools.count(), things, strict=False):
+        if isinstance(thing, ReplayItem):
+            arrival = thing.arrival_ms
+        yield arrival, order, thing
 
 
 def _read_source(path: Path, stats: SourceStats) -> Iterator[ReplayItem | DeadLetter]:

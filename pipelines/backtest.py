@@ -177,7 +177,9 @@ def collect(
     letters = _parse(DeadLetter, read_records(servers, kafka.dead_letter_topic), "dead letters")
     points: list[IndexPoint] = []
     if index_topic:
-        points = latest_points(_parse(IndexPoint, read_records(servers, index_topic), "index"))
+        points, _after_close = latest_points(
+            _parse(IndexPoint, read_records(servers, index_topic), "index")
+        )
 
     unique: dict[str, Alert] = {}
     for alert in alerts:
@@ -379,13 +381,36 @@ def _png(figure: Any) -> bytes:
     return buffer.getvalue()
 
 
-def _timeline_points(backtest: Backtest) -> tuple[str, list[IndexPoint]]:
-    """Hourly points for a short replay, daily ones otherwise."""
-    days = [p for p in backtest.index_points if p.resolution == "day"]
+def _timeline_points(backtest: Backtest) -> tuple[str, list[IndexPoint], int]:
+    """The windows to plot: hourly for a short replay, else daily.
+
+    Archives hold a few entries with absurd dates (1970, a year before the
+    rest); the plot spans the central 99 % of the articles and says how many
+    fall outside.
+
+    Returns:
+        The resolution, its points within the span, and the articles left out.
+    """
+    days = sorted(
+        (p for p in backtest.index_points if p.resolution == "day"), key=lambda p: p.window_start
+    )
     hours = [p for p in backtest.index_points if p.resolution == "hour"]
-    if hours and (not days or len(days) <= 4):
-        return "hour", hours
-    return ("day", days) if days else ("hour", hours)
+    total = sum(p.articles for p in days)
+    if not days or not total:
+        return "hour", hours, 0
+    low = high = None
+    running = 0
+    for point in days:
+        running += point.articles
+        if low is None and running > 0.005 * total:
+            low = point.window_start
+        if high is None and running >= 0.995 * total:
+            high = point.window_end
+    inside = [p for p in days if low <= p.window_start < high]
+    outside = total - sum(p.articles for p in inside)
+    if len(inside) <= 4 and hours:
+        return "hour", [p for p in hours if low <= p.window_start < high], outside
+    return "day", inside, outside
 
 
 def _when(value: str) -> datetime:
@@ -393,12 +418,15 @@ def _when(value: str) -> datetime:
 
 
 def _plot_timeline(backtest: Backtest) -> bytes | None:
-    resolution, points = _timeline_points(backtest)
+    resolution, points, outside = _timeline_points(backtest)
+    span = (_when(points[0].window_start), _when(points[-1].window_end)) if points else None
     alert_times = [
         (datetime.fromtimestamp(r.event_ms / 1000, UTC), r.alert.escalation_score, r.alert)
         for r in backtest.alerts
         if r.event_ms is not None
     ]
+    if span:
+        alert_times = [a for a in alert_times if span[0] <= a[0] < span[1]]
     if not points and not alert_times:
         return None
     figure, (top, middle, bottom) = _figure(7.2, rows=3, sharex=True)
@@ -409,7 +437,8 @@ def _plot_timeline(backtest: Backtest) -> bytes | None:
         if any(counts):
             top.plot(starts, counts, label=name, color=_COLOURS[name], linewidth=1.4)
     top.set_ylabel(f"articles with signal\nper {resolution}")
-    top.set_title(f"Escalation index ({resolution}ly windows, event time)", loc="left")
+    note = f"; {outside:,} articles dated outside this span not shown" if outside else ""
+    top.set_title(f"Escalation index ({resolution}ly windows, event time{note})", loc="left")
     if top.get_legend_handles_labels()[0]:
         top.legend(loc="upper left", ncols=6, fontsize=8, frameon=False)
     middle.bar(
@@ -430,6 +459,8 @@ def _plot_timeline(backtest: Backtest) -> bytes | None:
         sizes = [18 + 14 * a.severity for a in alerts]
         bottom.scatter(times, scores, c=colours, s=sizes, edgecolors="black", linewidths=0.4)
     bottom.set_ylim(0, 1.05)
+    if span:
+        bottom.set_xlim(*span)
     bottom.set_ylabel("alerts\n(escalation score)")
     bottom.set_xlabel("event time (UTC); marker colour: first signal, size: severity")
     figure.autofmt_xdate()
@@ -546,8 +577,12 @@ def _html(result: Any, summary: dict[str, Any], images: dict[str, str]) -> str:
             title = f"<a href='{e(alert.url)}'>{title}</a>"
         evidence = e(alert.evidence[0]) if alert.evidence else ""
         latency = _human(row.latency) if row.latency is not None else "-"
+        when = (alert.published or "").replace("T", " ")
+        if not when and row.event_ms is not None:
+            captured = datetime.fromtimestamp(row.event_ms / 1000, UTC)
+            when = captured.strftime("%Y-%m-%d %H:%M:%SZ") + " (captured; no date)"
         parts.append(
-            f"<tr><td>{e((alert.published or '-').replace('T', ' '))}</td>"
+            f"<tr><td>{e(when or '-')}</td>"
             f"<td>{title}<div class='evidence'>{evidence}</div></td>"
             f"<td>{e(alert.source)}</td><td class='num'>{alert.escalation_score:.2f}</td>"
             f"<td>{signals(alert.signals)}</td><td class='num'>{alert.severity}</td>"

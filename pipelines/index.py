@@ -334,11 +334,27 @@ class WriteIndexFn(beam.DoFn):
             producer.close(timeout=10)
 
 
-def latest_points(points: Iterable[IndexPoint]) -> list[IndexPoint]:
-    """The final point of every window (highest pane index), ordered by resolution and time."""
-    latest: dict[str, IndexPoint] = {}
+def latest_points(points: Iterable[IndexPoint]) -> tuple[list[IndexPoint], int]:
+    """The final value of every window, and how many articles came after it closed.
+
+    A window's value is its last pane up to the first one marked ``final``. Prism
+    may still admit an article after that (its lateness check trails the close)
+    and start the window over with it; such panes are not part of the window's
+    value, and the articles they hold are counted instead.
+
+    Returns:
+        The points, ordered by resolution and window start; and the number of
+        articles in panes after a final one (the highest such count per window).
+    """
+    panes: dict[str, list[IndexPoint]] = {}
     for point in points:
-        seen = latest.get(point.key)
-        if seen is None or point.pane_index >= seen.pane_index:
-            latest[point.key] = point
-    return sorted(latest.values(), key=lambda p: (p.resolution, p.window_start))
+        panes.setdefault(point.key, []).append(point)
+    latest: list[IndexPoint] = []
+    after_close = 0
+    for key_panes in panes.values():
+        key_panes.sort(key=lambda p: p.pane_index)
+        closed = next((i for i, p in enumerate(key_panes) if p.final), len(key_panes) - 1)
+        latest.append(key_panes[closed])
+        after_close += max((p.articles for p in key_panes[closed + 1 :]), default=0)
+    latest.sort(key=lambda p: (p.resolution, p.window_start))
+    return latest, after_close

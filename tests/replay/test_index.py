@@ -269,18 +269,24 @@ def test_daily_points_sum_their_hours_and_carry_mean_scores():
         )
 
 
-def test_latest_points_keep_the_last_pane_of_each_window():
-    def point(start: str, pane: int, articles: int, resolution: str = "hour") -> IndexPoint:
-        return IndexPoint(resolution, start, start, articles, 0, 0.0, {}, pane_index=pane)
+def test_a_windows_value_is_its_last_pane_up_to_the_final_one():
+    def point(start, pane, articles, final=False, resolution="hour") -> IndexPoint:
+        return IndexPoint(
+            resolution, start, start, articles, 0, 0.0, {}, pane_index=pane, final=final
+        )
 
+    ten, day = "2020-08-11T10:00:00Z", "2020-08-11T00:00:00Z"
     points = [
-        point("2020-08-11T10:00:00Z", 0, 2),
-        point("2020-08-11T10:00:00Z", 2, 4),
-        point("2020-08-11T10:00:00Z", 1, 3),
-        point("2020-08-11T00:00:00Z", 0, 9, "day"),
+        point(ten, 0, 2),
+        point(ten, 2, 4, final=True),
+        point(ten, 1, 3),
+        # After the close the runner started the window over for one too-late article.
+        point(ten, 3, 1, final=True),
+        point(day, 0, 9, resolution="day"),
     ]
-    latest = latest_points(IndexPoint.from_bytes(p.to_bytes()) for p in points)
+    latest, after_close = latest_points(IndexPoint.from_bytes(p.to_bytes()) for p in points)
     assert [(p.resolution, p.articles) for p in latest] == [("day", 9), ("hour", 4)]
+    assert after_close == 1
 
 
 def test_index_spec_refuses_unknown_resolutions():

@@ -153,3 +153,17 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("publishing: 10 ") and "\r" not in stream.getvalue()
     assert all("elapsed" in line for line in lines) and "[" not in stream.getvalue()
+
+
+def test_several_sources_are_interleaved_in_arrival_order():
+    stats = SourceStats()
+    replayed = items(iter_sources([ARCHIVE / "cnn", ARCHIVE / "dailytelegraph"], stats))
+    arrivals = [i.arrival_ms for i in replayed]
+    # The Daily Telegraph snapshots (12 Aug) come before CNN's (3-4 Sep), as a poller met them.
+    assert arrivals == sorted(arrivals)
+    assert replayed[0].article.feed == str(ARCHIVE / "dailytelegraph")
+    assert {i.article.id for i in replayed} == {
+        i.article.id for src in ("cnn", "dailytelegraph") for i in items(
+            iter_sources([ARCHIVE / src], SourceStats())
+        )
+    }  # fmt: skip
