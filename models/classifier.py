@@ -59,6 +59,8 @@ logger = logging.getLogger(__name__)
 LATEST_FILE = "LATEST"
 #: Model inputs are cut to this many tokens (a window plus its headline fits).
 MAX_TOKENS = 160
+#: Padded tokens per ONNX Runtime call (rows x longest input), see `logits_from_ids`.
+TOKENS_PER_RUN = 1024
 #: At most this many evidence sentences per article.
 MAX_EVIDENCE = 5
 
@@ -190,6 +192,9 @@ class EscalationClassifier:
         options.intra_op_num_threads = max(0, threads)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Busy-waiting worker threads steal the cores that Beam, Kafka and the
+        # connectors share with the model; block instead.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
@@ -239,10 +244,21 @@ class EscalationClassifier:
         """Raw network outputs for pre-tokenised inputs and their lexical features."""
         lexical = np.asarray(lexical, dtype=np.float32).reshape(len(ids), N_LEXICAL)
         out = np.zeros((len(ids), OUTPUT_SLICES["severity"][1]), dtype=np.float32)
-        # Sorting by length keeps padding, and so wasted work, small.
+        # Sorting by length keeps padding, and so wasted work, small; a token
+        # budget keeps each run small (on 2 cores, ~8 inputs of ~100 tokens per
+        # run measured faster than 32 or 128, see bench/model_throughput).
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for begin in range(0, len(order), self.batch_size):
-            chunk = order[begin : begin + self.batch_size]
+        begin = 0
+        while begin < len(order):
+            rows = 1
+            while (
+                begin + rows < len(order)
+                and rows < self.batch_size
+                and (rows + 1) * len(ids[order[begin + rows]]) <= TOKENS_PER_RUN
+            ):
+                rows += 1
+            chunk = order[begin : begin + rows]
+            begin += rows
             width = max(len(ids[i]) for i in chunk)
             input_ids = np.zeros((len(chunk), width), dtype=np.int64)
             mask = np.zeros((len(chunk), width), dtype=np.int64)
@@ -356,10 +372,9 @@ class EscalationClassifier:
         """The decisive sentences of each escalating article, most decisive first.
 
         Candidates are the headline and the sentences of the windows that score
-        highest for escalation and for each reported signal. Each candidate is
-        scored twice, after the headline and on its own, and ranked by the mean:
-        the headline gives the topic, the sentence alone shows whether it carries
-        the signal itself. The best candidate per reported signal is kept
+        highest for escalation and for each reported signal; each is scored on
+        its own after the headline (one small extra batch, only for articles
+        that escalate). The best candidate per reported signal is kept
         (strongest signal first), then the best one for escalation.
         """
         found: list[list[str]] = [[] for _ in docs]
@@ -382,9 +397,6 @@ class EscalationClassifier:
             for c in candidates:
                 inputs.append(join_title(doc.title, c) if c != doc.title else c)
                 lexical.append(lexical_features(doc.title, [c] if c != doc.title else []))
-            for c in candidates:
-                inputs.append(c)
-                lexical.append(lexical_features("", [c]))
             plans.append((index, candidates, start))
         if not inputs:
             return found
@@ -392,15 +404,11 @@ class EscalationClassifier:
         for index, candidates, start in plans:
             fields = decided[index]
             assert fields is not None
-            n = len(candidates)
-            with_title = slice(start, start + n)
-            alone = slice(start + n, start + 2 * n)
+            rows = slice(start, start + len(candidates))
             evidence: list[str] = []
             for name in sorted(fields["signals"], key=lambda s: -fields["signal_scores"][s]):
-                column = SIGNALS.index(name)
-                rank = scored.signals[with_title][:, column] + scored.signals[alone][:, column]
-                evidence.append(candidates[int(rank.argmax())])
-            rank = scored.escalation[with_title] + scored.escalation[alone]
-            evidence.append(candidates[int(rank.argmax())])
+                column = scored.signals[rows][:, SIGNALS.index(name)]
+                evidence.append(candidates[int(column.argmax())])
+            evidence.append(candidates[int(scored.escalation[rows].argmax())])
             found[index] = list(dict.fromkeys(evidence))[:MAX_EVIDENCE]
         return found
