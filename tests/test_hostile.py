@@ -58,7 +58,11 @@ from tests.connectors.servers import FeedServer, Reply
 from tests.test_pipeline import non_taiwan_articles, read_topic, seed_article
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
-_HEADER = re.compile(rb"^(?:# )?([A-Z][a-z]+(?: [a-z]+)?): ?(.*?)\r?$", re.MULTILINE)
+_HEADER = re.compile(rb"^(?:# )?([A-Z][a-z]+(?:[- ][A-Za-z][a-z]+)?): ?(.*?)\r?$", re.MULTILINE)
+_HEADERS = {
+    "Description", "Expect", "Content-Type", "Title", "Memory", "Never requested", "Generate",
+    "Key", "Value", "Timestamp",
+}  # fmt: skip
 _OUTCOME = re.compile(r"^(\d+) (decisions?|dead letters? \S+|feed error .+|producer error \S+)$")
 
 
@@ -114,6 +118,8 @@ def load_case(path: Path) -> Case:
     for name, value in _HEADER.findall(head.split(b"#---", 1)[0]):
         headers.setdefault(name.decode(), []).append(value.decode("utf-8", "replace").strip())
     assert "Description" in headers and "Expect" in headers, f"{path.name}: no Description/Expect"
+    unknown = set(headers) - _HEADERS
+    assert not unknown, f"{path.name}: unknown header line(s) {sorted(unknown)}"
     payload = data
     if path.suffix == ".record":
         payload = data.split(b"#---\n", 1)[1]
