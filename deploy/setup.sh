@@ -3,11 +3,12 @@
 #   1. a Python 3.11 virtualenv in .venv with newswatch (editable) and its deps (PyPI);
 #   2. the Kafka broker jars in deploy/kafka/lib (Maven Central, via mvn);
 #   3. the Prism Beam runner in .tools/bin/prism (built from the Go module proxy);
-#   4. the classifier artefact in models/artifacts (trained here, offline, on the CPU).
+#   4. Debian's chromium, for the test that renders the backtest report headless;
+#   5. the classifier artefact in models/artifacts (trained here, offline, on the CPU).
 # Each step is skipped when its inputs did not change (stamp files), so re-runs take
 # seconds; downloads go through pip's, Maven's and Go's own caches.
 #
-# Environment: PYTHON (default python3.11, else python3), NEWSWATCH_SKIP_TRAIN=1 to skip 4.
+# Environment: PYTHON (default python3.11, else python3), NEWSWATCH_SKIP_TRAIN=1 to skip 5.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -76,7 +77,21 @@ else
   say "Prism up to date"
 fi
 
-# 4. Classifier -----------------------------------------------------------------------
+# 4. Headless Chromium (Debian package): the backtest report's rendering test ---------
+if ! command -v chromium >/dev/null; then
+  t=$(date +%s)
+  say "installing Debian's chromium (for the report rendering test)"
+  sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo_ apt-get install -y -q chromium > .tools/apt.log 2>&1; then
+    $sudo_ apt-get update -q >> .tools/apt.log 2>&1
+    $sudo_ apt-get install -y -q chromium >> .tools/apt.log 2>&1 \
+      || { cat .tools/apt.log >&2; say "error: could not install chromium"; exit 2; }
+  fi
+  say "chromium ready ($(elapsed "$t"))"
+fi
+
+# 5. Classifier -----------------------------------------------------------------------
 # Retrained when the training code or the labelled data change; the artefact is
 # versioned by its data hash, and the pipeline loads models/artifacts/LATEST.
 t=$(date +%s)
