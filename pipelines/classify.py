@@ -213,6 +213,15 @@ def _forward_stop(stop: threading.Event) -> None:
     kafkaio.request_stop()
 
 
+#: Set once a SIGINT/SIGTERM asked this process to drain.
+_SIGNALLED = threading.Event()
+
+
+def _exit_now(signum, frame):
+    logger.warning("second %s: exiting without draining", signal.Signals(signum).name)
+    raise KeyboardInterrupt
+
+
 def _install_signal_handlers(stop: threading.Event):
     """First SIGINT/SIGTERM drains; a second one exits at once."""
     if threading.current_thread() is not threading.main_thread():
@@ -220,18 +229,20 @@ def _install_signal_handlers(stop: threading.Event):
 
     def handle(signum, frame):
         if stop.is_set():
-            logger.warning("second %s: exiting without draining", signal.Signals(signum).name)
-            raise KeyboardInterrupt
+            _exit_now(signum, frame)
         logger.warning(
             "%s: draining (in-flight articles are finished and committed; repeat to exit now)",
             signal.Signals(signum).name,
         )
+        _SIGNALLED.set()
         stop.set()
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def restore() -> None:
         for s, h in previous.items():
-            signal.signal(s, h)
+            # Once asked to stop, a second signal must exit at once even if the
+            # drain finished first, not fall back to the default handler.
+            signal.signal(s, _exit_now if _SIGNALLED.is_set() else h)
 
     return restore

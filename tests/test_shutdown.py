@@ -162,7 +162,8 @@ def test_second_sigterm_exits_at_once_and_a_restart_finishes_the_rest(settings, 
     began = time.monotonic()
     worker.send_signal(signal.SIGTERM)
 
-    assert worker.wait(30) == 130
+    # 130: interrupted mid-drain; 0: the drain had already finished. Never killed by it.
+    assert worker.wait(30) in (130, 0)
     assert time.monotonic() - began < 15
     wait_for(lambda: process_group(worker.pid) == [], 15, "the Prism runner to exit")
     # At least once: whatever the abrupt exit left uncommitted is processed by the next run.
