@@ -15,10 +15,11 @@ runs on the same clock. Each article is put back at its own event time after
 RunInference, whose batching gives a whole batch one timestamp.
 
 A window fires when the watermark passes its end, again for late articles
-(accumulating), and a last time when it closes at end + ``allowed_lateness``
-(then ``final`` is set). The record with the highest ``pane_index`` for a key
-holds the window's value. Articles later than that are left out of the index
-(they are still classified and alerted on); the replay reports how many.
+(every ``late_every`` of them, accumulating), and a last time when it closes at
+end + ``allowed_lateness`` (then ``final`` is set): the last pane up to that
+one holds the window's value (`latest_points`). Articles later than that are
+left out of the index (they are still classified and alerted on); the replay
+reports how many.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class IndexSpec:
     allowed_lateness: float = 2 * 86400.0
     """Seconds after a window's end during which late articles still update it."""
     resolutions: tuple[str, ...] = ("hour", "day")
+    late_every: int = 1
+    """After its on-time pane, a window may fire again for every this many late
+    articles; its closing pane (end + allowed lateness) carries them all. Prism
+    fires an aggregation only at the window's end and at its close."""
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.resolutions if r not in RESOLUTIONS]
@@ -82,6 +87,8 @@ class IndexSpec:
             raise ValueError(f"index resolutions must be among {sorted(RESOLUTIONS)}: {unknown}")
         if self.allowed_lateness < 0:
             raise ValueError("index allowed_lateness must not be negative")
+        if self.late_every < 1:
+            raise ValueError("index late_every must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,12 +257,13 @@ class IndexPoints(beam.PTransform):
     The output stays in those windows, one pane per firing.
     """
 
-    def __init__(self, resolution: str, allowed_lateness: float) -> None:
+    def __init__(self, resolution: str, allowed_lateness: float, late_every: int = 1) -> None:
         super().__init__()
         if resolution not in RESOLUTIONS:
             raise ValueError(f"unknown index resolution {resolution!r}")
         self._resolution = resolution
         self._allowed_lateness = allowed_lateness
+        self._late_every = late_every
 
     def expand(self, rows):
         name = self._resolution.capitalize()
@@ -264,7 +272,7 @@ class IndexPoints(beam.PTransform):
             | f"{name}Windows"
             >> beam.WindowInto(
                 window.FixedWindows(RESOLUTIONS[self._resolution]),
-                trigger=trigger.AfterWatermark(late=trigger.AfterCount(1)),
+                trigger=trigger.AfterWatermark(late=trigger.AfterCount(self._late_every)),
                 accumulation_mode=trigger.AccumulationMode.ACCUMULATING,
                 allowed_lateness=Duration(seconds=self._allowed_lateness),
             )
@@ -288,7 +296,8 @@ class EscalationIndex(beam.PTransform):
             name = resolution.capitalize()
             points.append(
                 rows
-                | f"Index{name}" >> IndexPoints(resolution, self._spec.allowed_lateness)
+                | f"Index{name}"
+                >> IndexPoints(resolution, self._spec.allowed_lateness, self._spec.late_every)
                 # All resolutions go to one writer: give the Flatten one windowing.
                 | f"Unwindow{name}" >> beam.WindowInto(window.GlobalWindows())
             )

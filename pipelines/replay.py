@@ -19,15 +19,17 @@ snapshots is one article (published once, at its first sighting). Its event
 time is its publication time, else the capture time of the snapshot (else
 the file's modification time); fallbacks are counted and reported.
 
-The articles go to **isolated topics** ``newswatch.replay.<run-id>.articles``
+The articles go to isolated topics, ``newswatch.replay.<run-id>.articles``
 (and ``.alerts``, ``.decisions``, ``.dead-letters``, ``.index``), created for
 the run and deleted afterwards unless ``--keep-topics``, with the Kafka record
 timestamp set to the event time. Entries are sent in the order a poller would
-have seen them (snapshots by capture time, rows in file order), not sorted:
-out-of-order and late entries are the pipeline's business, which handles them
-with event-time windows and watermarks exactly as live. Then
-`pipelines.classify.run` runs the same graph over those topics, with the
-escalation index branch switched on. A replay cannot write to live topics.
+have seen them (snapshots by capture time, rows in file order, several sources
+interleaved by that time), not sorted by event time: out-of-order and late
+entries are the pipeline's business, which handles them with event-time
+windows and watermarks exactly as live. Then `pipelines.classify.run` runs the
+same graph over those topics, with the escalation index branch switched on;
+its windows stay open until the replay's input ends (`REPLAY_LATENESS`). A
+replay cannot write to live topics.
 
 With ``--speed N`` entries are published at N times the pace at which they
 were captured while the pipeline runs streaming beside the publisher; with
@@ -62,6 +64,7 @@ from pipelines.archive import ReplayItem, SourceStats, iter_sources
 
 __all__ = [
     "REPLAY_LATENESS",
+    "REPLAY_LATE_EVERY",
     "REPLAY_PREFIX",
     "Progress",
     "ReplayOptions",
@@ -84,6 +87,11 @@ REPLAY_PREFIX = "newswatch.replay."
 #: Allowed lateness of a replay's index windows: past any archive's age, so that
 #: windows close only when the replay's input ends (see `ReplayOptions`).
 REPLAY_LATENESS = 100 * 365 * 86400.0
+
+#: A replay's index window may fire again every this many late articles (progress
+#: on runners that fire late panes; Prism waits for the close): fewer index records
+#: and runner-side bundles than one per article. The closing pane is final.
+REPLAY_LATE_EVERY = 1000
 
 _KAFKA_FLAGS = ["bootstrap_servers", "partitions"]
 _MODEL_FLAGS = ["version", "artifacts_dir", "batch_size"]
@@ -506,7 +514,11 @@ def replay(
         raise ConfigError(f"--labels file not found: {options.labels}")
     run_id = options.run_id or new_run_id()
     rsettings = replay_settings(settings, run_id)
-    index = IndexSpec(topic=index_topic(rsettings), allowed_lateness=options.allowed_lateness)
+    index = IndexSpec(
+        topic=index_topic(rsettings),
+        allowed_lateness=options.allowed_lateness,
+        late_every=REPLAY_LATE_EVERY,
+    )
     began = time.monotonic()
     topics = create_replay_topics(rsettings)
     logger.info("replay %s: topics %s", run_id, ", ".join(topics))

@@ -174,6 +174,48 @@ def test_late_article_within_allowed_lateness_updates_its_window():
         )
 
 
+def test_every_late_article_within_the_lateness_reaches_the_closing_pane():
+    # Late firings every 2 articles; whether a runner fires them (Prism fires an
+    # aggregation only when the watermark passes the end and at the close), the
+    # closing pane holds all of the window's articles and is marked final.
+    stream = (
+        TestStream()
+        .add_elements([TimestampedValue(prediction(1, 10.1), at(10.1))])
+        .advance_watermark_to(at(12))
+        .add_elements(
+            [
+                TimestampedValue(prediction(2, 10.2, ("military",)), at(12.1)),
+                TimestampedValue(prediction(3, 10.3), at(12.2)),
+            ]
+        )
+        .advance_watermark_to(at(13))
+        .add_elements([TimestampedValue(prediction(4, 10.4, ("arms",)), at(13.1))])
+        .advance_watermark_to(at(36))  # past 11:00 + 1 day: the window closes
+        .advance_watermark_to_infinity()
+    )
+    with TestPipeline(options=options()) as pipeline:
+        panes = (
+            pipeline
+            | stream
+            | "Features" >> beam.ParDo(IndexFeaturesFn())
+            | "Hourly" >> IndexPoints("hour", 86400.0, late_every=2)
+            | "Summary" >> beam.Map(summary)
+        )
+        window = IntervalWindow(at(10), at(11))
+        assert_that(
+            panes | "OnTime" >> beam.Filter(lambda pane: pane[3] == "ON_TIME"),
+            equal_to_per_window({window: [(1, 0, signal_counts(), "ON_TIME", False)]}),
+            label="OnTimePane",
+        )
+        assert_that(
+            panes | "Final" >> beam.Filter(lambda pane: pane[4]),
+            equal_to_per_window(
+                {window: [(4, 2, signal_counts(military=1, arms=1), "LATE", True)]}
+            ),
+            label="ClosingPane",
+        )
+
+
 def test_article_later_than_allowed_lateness_is_left_out_of_the_index():
     stream = (
         TestStream()
