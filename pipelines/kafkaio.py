@@ -296,8 +296,9 @@ class _ReadPartitionFn(beam.DoFn):
         if spec.stop is not None and position >= spec.stop:
             tracker.try_claim(spec.stop)  # bounded read finished
             return
-        if not records:
-            # Idle partition: let event time move on with the wall clock.
+        if not records and spec.stop is None:
+            # Idle unbounded partition: event time moves on with the wall clock. A bounded
+            # read (replay) keeps its watermark at its records, which may be years old.
             now = Timestamp.now() - Duration(seconds=1)
             current = watermark.current_watermark()
             if current is None or now > current:
