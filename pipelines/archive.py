@@ -38,7 +38,7 @@ from newswatch.errors import ConfigError
 from newswatch.schemas import Article, DeadLetter
 from pipelines.index import event_time_ms
 
-__all__ = ["ReplayItem", "SourceStats", "iter_sources"]
+__all__ = ["ReplayItem", "SourceStats", "iter_sources", "parse_ms"]
 
 logger = logging.getLogger(__name__)
 
@@ -285,13 +285,13 @@ def _capture_ms(path: Path, manifest: dict[Path, dict[str, Any]]) -> int:
     """Capture time of a snapshot: manifest, else its file name, else its mtime."""
     row = manifest.get(path.resolve())
     if row and row.get("captured_utc"):
-        parsed = _parse_ms(row["captured_utc"])
+        parsed = parse_ms(row["captured_utc"])
         if parsed is not None:
             return parsed
     match = _CAPTURE_NAME.search(path.name)
     if match:
         day, hh, mm, ss = match.groups()
-        parsed = _parse_ms(f"{day}T{hh}:{mm}:{ss}Z")
+        parsed = parse_ms(f"{day}T{hh}:{mm}:{ss}Z")
         if parsed is not None:
             return parsed
     return _mtime_ms(path)
@@ -319,7 +319,8 @@ def _mtime_ms(path: Path) -> int:
     return int(path.stat().st_mtime * 1000)
 
 
-def _parse_ms(value: str | None) -> int | None:
+def parse_ms(value: str | None) -> int | None:
+    """Epoch milliseconds of an ISO 8601 time (naive means UTC); None when absent or invalid."""
     if not value:
         return None
     try:

@@ -30,6 +30,7 @@ from typing import Any
 
 from newswatch.config import Settings
 from newswatch.schemas import SIGNAL_TYPES, Alert, DeadLetter, Decision, SchemaError
+from pipelines.archive import parse_ms
 from pipelines.index import IndexPoint, latest_points
 
 __all__ = ["AlertRow", "Backtest", "collect", "label_metrics", "read_records", "write_report"]
@@ -209,7 +210,7 @@ def collect(
 def _alert_row(alert: Alert, sent: Any) -> AlertRow:
     alerted = _seconds(alert.alerted_at)
     if sent is None:
-        return AlertRow(alert, _ms(alert.published), None, None)
+        return AlertRow(alert, parse_ms(alert.published), None, None)
     source_delay = max(0.0, (sent.arrival_ms - sent.event_ms) / 1000)
     pipeline_delay = alerted - sent.sent_at if alerted is not None else None
     return AlertRow(alert, sent.event_ms, source_delay, pipeline_delay)
@@ -272,20 +273,8 @@ def _label_row(row: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
 
 
 def _seconds(value: str | None) -> float | None:
-    ms = _ms(value)
+    ms = parse_ms(value)
     return ms / 1000 if ms is not None else None
-
-
-def _ms(value: str | None) -> int | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 # --------------------------------------------------------------------------- report
@@ -438,7 +427,8 @@ def _plot_timeline(backtest: Backtest) -> bytes | None:
             top.plot(starts, counts, label=name, color=_COLOURS[name], linewidth=1.4)
     top.set_ylabel(f"articles with signal\nper {resolution}")
     note = f"; {outside:,} articles dated outside this span not shown" if outside else ""
-    top.set_title(f"Escalation index ({resolution}ly windows, event time{note})", loc="left")
+    adjective = "daily" if resolution == "day" else f"{resolution}ly"
+    top.set_title(f"Escalation index ({adjective} windows, event time{note})", loc="left")
     if top.get_legend_handles_labels()[0]:
         top.legend(loc="upper left", ncols=6, fontsize=8, frameon=False)
     middle.bar(

@@ -69,12 +69,17 @@ def settings(kafka_broker: LocalBroker, tmp_path, request: pytest.FixtureRequest
     if not kafka_broker.is_running():  # an earlier test stopped or killed it
         kafka_broker.start()
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name).strip("-")[:100]
+    return isolated_settings(kafka_broker, tmp_path, name)
+
+
+def isolated_settings(broker: LocalBroker, home: Path, name: str) -> Settings:
+    """Settings on ``broker`` with topics and a consumer group no other test uses (created)."""
     prefix = f"t.{name}.{uuid.uuid4().hex[:8]}"
-    settings = Settings(home=tmp_path)
-    settings.broker = replace(kafka_broker.settings)
-    settings.connectors.state_dir = tmp_path / "state"
+    settings = Settings(home=home)
+    settings.broker = replace(broker.settings)
+    settings.connectors.state_dir = home / "state"
     kafka = settings.kafka
-    kafka.bootstrap_servers = kafka_broker.bootstrap_servers
+    kafka.bootstrap_servers = broker.bootstrap_servers
     kafka.articles_topic = f"{prefix}.articles"
     kafka.alerts_topic = f"{prefix}.alerts"
     kafka.decisions_topic = f"{prefix}.decisions"

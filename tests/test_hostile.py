@@ -48,11 +48,12 @@ from connectors.publish import Publisher
 from connectors.service import ConnectorService, FeedSource
 from connectors.state import StateStore
 from newswatch.broker import LocalBroker
-from newswatch.config import Settings, replace
+from newswatch.config import Settings
 from newswatch.schemas import Alert, Article, DeadLetter, Decision, SchemaError
-from newswatch.topics import ensure_topics, make_producer
+from newswatch.topics import make_producer
 from pipelines.classify import run
 from pipelines.transforms import decode_article
+from tests.conftest import isolated_settings
 from tests.connectors.conftest import loopback_guard
 from tests.connectors.servers import FeedServer, Reply
 from tests.test_pipeline import non_taiwan_articles, read_topic, seed_article
@@ -197,21 +198,10 @@ class HostileRun:
 
 
 def _module_settings(broker: LocalBroker, home: Path) -> Settings:
-    prefix = f"t.hostile.{uuid.uuid4().hex[:8]}"
-    settings = Settings(home=home)
-    settings.broker = replace(broker.settings)
-    settings.connectors.state_dir = home / "state"
+    settings = isolated_settings(broker, home, "hostile")
     settings.connectors.allow_private_addresses = True  # the feed server is on 127.0.0.1
     settings.connectors.read_timeout = 5.0
     settings.connectors.fetch_deadline = 60.0
-    kafka = settings.kafka
-    kafka.bootstrap_servers = broker.bootstrap_servers
-    kafka.articles_topic = f"{prefix}.articles"
-    kafka.alerts_topic = f"{prefix}.alerts"
-    kafka.decisions_topic = f"{prefix}.decisions"
-    kafka.dead_letter_topic = f"{prefix}.dead-letters"
-    kafka.group_id = f"{prefix}.group"
-    ensure_topics(settings)
     return settings
 
 

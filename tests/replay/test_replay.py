@@ -13,7 +13,6 @@ import html
 import re
 import shutil
 import subprocess
-import uuid
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,9 +25,10 @@ from kafka import TopicPartition
 from connectors.feeds import parse_feed
 from newswatch.config import PROJECT_ROOT, Settings, replace
 from newswatch.schemas import Alert, Article
-from newswatch.topics import ensure_topics, make_admin, make_consumer
+from newswatch.topics import make_admin, make_consumer
 from pipelines.backtest import read_records
 from pipelines.replay import REPLAY_PREFIX, ReplayOptions, replay
+from tests.conftest import isolated_settings
 
 ARCHIVE = PROJECT_ROOT / "tests" / "data" / "archive"
 TAIWAN_TITLE = "The US is standing firm with Taiwan, and it's making that point very clear"
@@ -58,16 +58,7 @@ def replay_settings(broker) -> Settings:
 @pytest.fixture(scope="module")
 def live_settings(kafka_broker) -> Settings:
     """Live topics of their own, which no replay may touch."""
-    settings = replay_settings(kafka_broker)
-    prefix = f"t.replay-live.{uuid.uuid4().hex[:8]}"
-    kafka = settings.kafka
-    kafka.articles_topic = f"{prefix}.articles"
-    kafka.alerts_topic = f"{prefix}.alerts"
-    kafka.decisions_topic = f"{prefix}.decisions"
-    kafka.dead_letter_topic = f"{prefix}.dead-letters"
-    kafka.group_id = f"{prefix}.group"
-    ensure_topics(settings)
-    return settings
+    return isolated_settings(kafka_broker, Path("/nonexistent"), "replay-live")
 
 
 @pytest.fixture(scope="module")
