@@ -3,8 +3,12 @@
 `Publisher.publish` sends a batch keyed by article id, flushes, and returns
 the ids the broker acknowledged (``acks=all``, idempotent producer). Callers
 advance their checkpoints for exactly those ids, so nothing is marked done
-that Kafka does not hold. Record timestamps are left to the producer (ingest
-time); the source's publication time travels in the payload.
+that Kafka does not hold. An article the broker refuses for what it is (too
+large for the topic, a timestamp out of range) can never be sent: it becomes a
+dead letter instead, and counts as done once that is acknowledged. A refusal
+leaves an idempotent producer failing every later send, so the producer is
+replaced after one. Record timestamps are left to the producer (ingest time);
+the source's publication time travels in the payload.
 
 Example::
 
@@ -16,6 +20,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -25,7 +30,7 @@ from kafka import errors as kafka_errors
 from newswatch.config import Settings
 from newswatch.errors import BrokerError
 from newswatch.schemas import Article, DeadLetter
-from newswatch.topics import make_producer
+from newswatch.topics import REFUSALS, make_producer
 
 __all__ = ["Publisher"]
 
@@ -48,15 +53,14 @@ class Publisher:
         self.articles_topic = settings.kafka.articles_topic
         self.dead_letter_topic = settings.kafka.dead_letter_topic
         self.timeout = timeout
+        self._factory = None
         if producer is None:
+            servers = settings.bootstrap_servers
+            self._factory = lambda: make_producer(servers, client_id="newswatch-connectors")
             try:
-                producer = make_producer(
-                    settings.bootstrap_servers, client_id="newswatch-connectors"
-                )
+                producer = self._factory()
             except kafka_errors.KafkaError as exc:
-                raise BrokerError(
-                    f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-                ) from exc
+                raise BrokerError(f"cannot reach Kafka at {servers}: {exc}") from None
         self._producer = producer
         self._closed = False
 
@@ -64,14 +68,32 @@ class Publisher:
         """Send articles keyed by id and wait for the broker.
 
         Returns:
-            Ids of the articles the broker acknowledged, in the order given;
-            the others failed (logged) and must be sent again later.
+            Ids of the articles the broker acknowledged, in the order given,
+            followed by those it refused and that are now acknowledged dead
+            letters; the others failed (logged) and must be sent again later.
         """
+        articles = list(articles)
         sends = [
-            (article.id, self._send(self.articles_topic, article.id, article.to_bytes()))
-            for article in articles
+            (index, self._send(self.articles_topic, article.id, article.to_bytes()))
+            for index, article in enumerate(articles)
         ]
-        return self._settle(self.articles_topic, sends)
+        acked = [articles[i].id for i in self._settle(self.articles_topic, sends)]
+        refused = [
+            dataclasses.replace(
+                DeadLetter.of(
+                    "publish",
+                    error,
+                    origin=articles[i].feed or articles[i].url or self.articles_topic,
+                    payload=articles[i].to_bytes(),
+                    key=articles[i].id,
+                ),
+                message=f"topic {self.articles_topic} refused the article: {error}",
+            )
+            for i, error in self._refused
+        ]
+        if refused:
+            acked.extend(letter.key for letter in self.publish_dead_letters(refused))
+        return acked
 
     def publish_dead_letters(self, letters: Iterable[DeadLetter]) -> list[DeadLetter]:
         """Send dead letters keyed by their origin and wait for the broker.
@@ -112,7 +134,11 @@ class Publisher:
             return exc
 
     def _settle(self, topic: str, sends: list[tuple[Any, Any]]) -> list[Any]:
-        """Flush, then return the keys of the sends the broker acknowledged."""
+        """Flush, then return the keys of the sends the broker acknowledged.
+
+        The keys of sends refused for the record itself are left in ``_refused``.
+        """
+        self._refused: list[tuple[Any, BaseException]] = []
         if not sends:
             return []
         try:
@@ -122,14 +148,15 @@ class Publisher:
         acked: list[Any] = []
         errors: list[str] = []
         for key, future in sends:
-            if isinstance(future, Exception):
-                errors.append(f"{type(future).__name__}: {future}")
-            elif future.succeeded():
+            error = future if isinstance(future, Exception) else None
+            if error is None and future.succeeded():
                 acked.append(key)
-            elif future.is_done:
-                errors.append(f"{type(future.exception).__name__}: {future.exception}")
-            else:
-                errors.append("not acknowledged in time")
+                continue
+            if error is None and future.is_done:
+                error = future.exception
+            errors.append(f"{type(error).__name__}: {error}" if error else "no acknowledgement")
+            if isinstance(error, REFUSALS):
+                self._refused.append((key, error))
         if errors:
             logger.error(
                 "topic %s: %d of %d records not acknowledged (first: %s)",
@@ -138,4 +165,23 @@ class Publisher:
                 len(sends),
                 errors[0],
             )
+        # A send refused by the broker (not before buffering) poisons the producer.
+        buffered = [f for _, f in sends if not isinstance(f, Exception)]
+        if any(isinstance(f.exception, REFUSALS) for f in buffered):
+            self._renew()
         return acked
+
+    def _renew(self) -> None:
+        """Replace the producer after a refusal: an idempotent one then fails all later sends."""
+        if self._factory is None:
+            return
+        try:
+            self._producer.close(timeout=5)
+        except kafka_errors.KafkaError as exc:
+            logger.warning("closing the producer after a refusal: %s", exc)
+        try:
+            self._producer = self._factory()
+        except kafka_errors.KafkaError as exc:
+            logger.error("could not replace the producer after a refusal: %s", exc)
+        else:
+            logger.info("replaced the producer after the broker refused a record")

@@ -30,6 +30,7 @@ from newswatch.errors import BrokerError
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_REQUEST_BYTES",
+    "REFUSALS",
     "TopicSpec",
     "ensure_topics",
     "make_admin",
@@ -181,6 +182,17 @@ def _config_value(entry: Any) -> str | None:
     if isinstance(entry, dict):
         return entry.get("value")
     return entry
+
+
+#: Broker refusals of a record itself, which no retry can cure. After one, an
+#: idempotent producer fails every later send too and must be replaced.
+REFUSALS: tuple[type[Exception], ...] = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTimestampError,
+    kafka_errors.CorruptRecordError,
+    kafka_errors.InvalidRecordError,
+)
 
 
 def make_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:

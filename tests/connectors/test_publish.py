@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
 from connectors.feeds import parse_feed
 from connectors.publish import Publisher
 from newswatch.schemas import Article, DeadLetter
-from newswatch.topics import make_producer
+from newswatch.topics import make_admin, make_producer
 
 DATA = Path(__file__).parents[1] / "data" / "feeds"
 WSJ_URL = "https://feeds.a.dj.com/rss/RSSWorldNews.xml"
@@ -60,3 +61,46 @@ def test_nothing_to_publish_needs_no_broker_round_trip(settings):
     with Publisher(settings) as publisher:
         assert publisher.publish([]) == []
         assert publisher.publish_dead_letters([]) == []
+
+
+def _shrink_articles_topic(settings, max_bytes: int) -> None:
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = make_admin(settings.bootstrap_servers)
+    try:
+        resource = ConfigResource(
+            ConfigResourceType.TOPIC,
+            settings.kafka.articles_topic,
+            configs={"max.message.bytes": str(max_bytes)},
+        )
+        admin.alter_configs([resource])
+    finally:
+        admin.close()
+    time.sleep(1)  # let the broker apply it
+
+
+def test_an_article_the_broker_refuses_becomes_a_dead_letter_and_later_ones_still_go_through(
+    settings, read_topic
+):
+    small, *rest = wsj_articles()
+    big = dataclasses.replace(rest[0], text="Taiwan " * 2000)  # ~14 KB, over the topic's limit
+    _shrink_articles_topic(settings, 4096)
+    with Publisher(settings) as publisher:
+        first = publisher.publish([small, big])
+        # An idempotent producer that saw a refusal fails every later send; this one must not.
+        later = publisher.publish(rest[1:3])
+    assert first == [small.id, big.id]  # the refused one is done: as a dead letter
+    assert later == [a.id for a in rest[1:3]]
+    articles = [
+        Article.from_bytes(r.value) for r in read_topic(settings, settings.kafka.articles_topic)
+    ]
+    assert sorted(a.id for a in articles) == sorted([small.id, *(a.id for a in rest[1:3])])
+    (record,) = read_topic(settings, settings.kafka.dead_letter_topic)
+    letter = DeadLetter.from_bytes(record.value)
+    assert (letter.stage, letter.error, letter.key) == (
+        "publish",
+        "MessageSizeTooLargeError",
+        big.id,
+    )
+    assert settings.kafka.articles_topic in letter.message
+    assert Article.from_bytes(letter.payload) == big
