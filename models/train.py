@@ -47,6 +47,7 @@ from models.classifier import (
     MAX_TOKENS,
     EscalationClassifier,
     document_inputs,
+    escalation_logit,
     load_tokenizer,
 )
 from models.evaluate import evaluate, load_rows, row_article, split_rows
@@ -58,7 +59,7 @@ __all__ = ["TrainConfig", "train"]
 logger = logging.getLogger(__name__)
 
 #: Bumped when the network, inputs or training recipe change incompatibly.
-FORMAT = "v1"
+FORMAT = "v2"
 
 
 @dataclass
@@ -68,7 +69,7 @@ class TrainConfig:
     data: Path
     artifacts_dir: Path
     version: str | None = None
-    """Artefact version; default ``v1-<first 8 hex of the data file's sha256>``."""
+    """Artefact version; default ``v2-<first 8 hex of the data file's sha256>``."""
     c: float = 1.0
     """Inverse L2 strength of the logistic-regression heads (chosen by cross-validation)."""
     folds: int = 5
@@ -231,7 +232,7 @@ def _f1(gold: np.ndarray, pred: np.ndarray) -> float:
 def _tune(oof: np.ndarray, targets: dict[str, np.ndarray]) -> dict[str, Any]:
     """Calibration and thresholds from out-of-fold logits."""
     sig = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
-    esc_logit = oof[:, OUTPUT_SLICES["escalation"][0]]
+    esc_logit = escalation_logit(oof)
     a, b = _platt(esc_logit, targets["escalation"])
     esc = sig(a * esc_logit + b)
     tw = sig(oof[:, OUTPUT_SLICES["taiwan_related"][0]])
@@ -392,11 +393,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "max_tokens": config.max_tokens,
         "labels": {
             "taiwan_related": "binary",
-            "escalation": "binary, Platt-calibrated on out-of-fold scores",
+            "escalation": (
+                "binary: geometric mean of P(escalation), P(taiwan_related) and the top "
+                "signal probability, Platt-calibrated on out-of-fold scores"
+            ),
             "signals": list(SIGNALS),
             "severity": [0, 1, 2, 3, 4],
         },
         "outputs": {k: list(v) for k, v in OUTPUT_SLICES.items()},
+        "escalation_rule": "combined",
         "thresholds": tuned["thresholds"],
         "calibration": tuned["calibration"],
         "cross_validation": {"folds": config.folds, "oof_f1": tuned["oof_f1"]},
