@@ -150,9 +150,7 @@ def decided_ids(settings: Settings) -> set[str]:
 def ids_below(settings: Settings, committed: dict[int, int]) -> set[str]:
     """Ids of the articles at offsets below each partition's committed offset."""
     records = read_topic(settings, settings.kafka.articles_topic)
-    return {
-        Article.from_bytes(r.value).id for r in records if r.offset < committed[r.partition]
-    }
+    return {Article.from_bytes(r.value).id for r in records if r.offset < committed[r.partition]}
 
 
 #: Articles per batch: several seconds of model work on two cores, so a signal
