@@ -5,9 +5,9 @@ the ids the broker acknowledged (``acks=all``, idempotent producer). Callers
 advance their checkpoints for exactly those ids, so nothing is marked done
 that Kafka does not hold. An article the broker refuses for what it is (too
 large for the topic, a timestamp out of range) can never be sent: it becomes a
-dead letter instead, and counts as done once that is acknowledged. A refusal
-leaves an idempotent producer failing every later send, so the producer is
-replaced after one. Record timestamps are left to the producer (ingest time);
+dead letter instead, and counts as done once that is acknowledged (the
+producer replaces itself after a refusal, see `newswatch.topics.Producer`).
+Record timestamps are left to the producer (ingest time);
 the source's publication time travels in the payload.
 
 Example::
@@ -53,14 +53,15 @@ class Publisher:
         self.articles_topic = settings.kafka.articles_topic
         self.dead_letter_topic = settings.kafka.dead_letter_topic
         self.timeout = timeout
-        self._factory = None
         if producer is None:
-            servers = settings.bootstrap_servers
-            self._factory = lambda: make_producer(servers, client_id="newswatch-connectors")
             try:
-                producer = self._factory()
+                producer = make_producer(
+                    settings.bootstrap_servers, client_id="newswatch-connectors"
+                )
             except kafka_errors.KafkaError as exc:
-                raise BrokerError(f"cannot reach Kafka at {servers}: {exc}") from None
+                raise BrokerError(
+                    f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+                ) from exc
         self._producer = producer
         self._closed = False
 
@@ -77,7 +78,8 @@ class Publisher:
             (index, self._send(self.articles_topic, article.id, article.to_bytes()))
             for index, article in enumerate(articles)
         ]
-        acked = [articles[i].id for i in self._settle(self.articles_topic, sends)]
+        settled, refusals = self._settle(self.articles_topic, sends)
+        acked = [articles[i].id for i in settled]
         refused = [
             dataclasses.replace(
                 DeadLetter.of(
@@ -89,7 +91,7 @@ class Publisher:
                 ),
                 message=f"topic {self.articles_topic} refused the article: {error}",
             )
-            for i, error in self._refused
+            for i, error in refusals
         ]
         if refused:
             acked.extend(letter.key for letter in self.publish_dead_letters(refused))
@@ -106,7 +108,8 @@ class Publisher:
             (index, self._send(self.dead_letter_topic, letter.origin, letter.to_bytes()))
             for index, letter in enumerate(letters)
         ]
-        return [letters[i] for i in self._settle(self.dead_letter_topic, sends)]
+        acked, _ = self._settle(self.dead_letter_topic, sends)
+        return [letters[i] for i in acked]
 
     def close(self, timeout: float | None = None) -> None:
         """Flush whatever is still buffered, then close the producer."""
@@ -133,30 +136,33 @@ class Publisher:
             # Refused before it was buffered: too large, or no metadata for the topic.
             return exc
 
-    def _settle(self, topic: str, sends: list[tuple[Any, Any]]) -> list[Any]:
-        """Flush, then return the keys of the sends the broker acknowledged.
-
-        The keys of sends refused for the record itself are left in ``_refused``.
-        """
-        self._refused: list[tuple[Any, BaseException]] = []
+    def _settle(
+        self, topic: str, sends: list[tuple[Any, Any]]
+    ) -> tuple[list[Any], list[tuple[Any, BaseException]]]:
+        """Flush; the keys the broker acknowledged, and those refused for the record itself."""
         if not sends:
-            return []
+            return [], []
         try:
             self._producer.flush(timeout=self.timeout)
         except kafka_errors.KafkaTimeoutError:
             logger.error("topic %s: no acknowledgement within %.0f s", topic, self.timeout)
         acked: list[Any] = []
+        refused: list[tuple[Any, BaseException]] = []
         errors: list[str] = []
         for key, future in sends:
-            error = future if isinstance(future, Exception) else None
-            if error is None and future.succeeded():
+            if isinstance(future, Exception):
+                error = future
+            elif future.succeeded():
                 acked.append(key)
                 continue
-            if error is None and future.is_done:
+            elif future.is_done:
                 error = future.exception
-            errors.append(f"{type(error).__name__}: {error}" if error else "no acknowledgement")
+            else:
+                errors.append("not acknowledged in time")
+                continue
+            errors.append(f"{type(error).__name__}: {error}")
             if isinstance(error, REFUSALS):
-                self._refused.append((key, error))
+                refused.append((key, error))
         if errors:
             logger.error(
                 "topic %s: %d of %d records not acknowledged (first: %s)",
@@ -165,23 +171,4 @@ class Publisher:
                 len(sends),
                 errors[0],
             )
-        # A send refused by the broker (not before buffering) poisons the producer.
-        buffered = [f for _, f in sends if not isinstance(f, Exception)]
-        if any(isinstance(f.exception, REFUSALS) for f in buffered):
-            self._renew()
-        return acked
-
-    def _renew(self) -> None:
-        """Replace the producer after a refusal: an idempotent one then fails all later sends."""
-        if self._factory is None:
-            return
-        try:
-            self._producer.close(timeout=5)
-        except kafka_errors.KafkaError as exc:
-            logger.warning("closing the producer after a refusal: %s", exc)
-        try:
-            self._producer = self._factory()
-        except kafka_errors.KafkaError as exc:
-            logger.error("could not replace the producer after a refusal: %s", exc)
-        else:
-            logger.info("replaced the producer after the broker refused a record")
+        return acked, refused

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_REQUEST_BYTES",
     "REFUSALS",
+    "Producer",
     "TopicSpec",
     "ensure_topics",
     "make_admin",
@@ -185,7 +186,7 @@ def _config_value(entry: Any) -> str | None:
 
 
 #: Broker refusals of a record itself, which no retry can cure. After one, an
-#: idempotent producer fails every later send too and must be replaced.
+#: idempotent KafkaProducer fails every later send too (see `Producer`).
 REFUSALS: tuple[type[Exception], ...] = (
     kafka_errors.MessageSizeTooLargeError,
     kafka_errors.RecordListTooLargeError,
@@ -195,13 +196,45 @@ REFUSALS: tuple[type[Exception], ...] = (
 )
 
 
-def make_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
+class Producer:
+    """A `KafkaProducer` that replaces itself once the broker refused a record.
+
+    After a refusal (`REFUSALS`) an idempotent KafkaProducer fails every later
+    send, whatever its topic; the next ``send`` here goes through a new one.
+    Everything else is the wrapped producer's.
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self._config = config
+        self._producer = KafkaProducer(**config)
+        self._refused = False
+
+    def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
+        if self._refused:
+            self._refused = False
+            self._producer.close(timeout=5)
+            self._producer = KafkaProducer(**self._config)
+            logger.info("replaced the producer after the broker refused a record")
+        future = self._producer.send(topic, *args, **kwargs)
+        future.add_errback(self._on_error)
+        return future
+
+    def _on_error(self, error: BaseException) -> None:
+        if isinstance(error, REFUSALS):
+            self._refused = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._producer, name)
+
+
+def make_producer(bootstrap_servers: str, **overrides: Any) -> Producer:
     """A producer that waits for the full ISR, never duplicates on retry, and fits big articles.
 
     Callers must still ``flush()`` (or ``get()`` the futures) before they record
     progress anywhere else: an acknowledged send is the only proof of delivery.
     """
     config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers,
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
@@ -212,7 +245,7 @@ def make_producer(bootstrap_servers: str, **overrides: Any) -> KafkaProducer:
         "client_id": "newswatch-producer",
     }
     config.update(overrides)
-    return KafkaProducer(bootstrap_servers=bootstrap_servers, **config)
+    return Producer(config)
 
 
 def make_consumer(

@@ -30,7 +30,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import errors as kafka_errors
 
-from newswatch.topics import REFUSALS, make_consumer, make_producer
+from newswatch.topics import make_consumer, make_producer
 
 __all__ = [
     "CommitOffsetsFn",
@@ -378,21 +378,14 @@ class WriteToKafkaFn(beam.DoFn):
         if not self._pending:
             return
         self._producer.flush()
-        try:
-            for futures, _, _, _ in self._pending:
-                for future in futures:
-                    future.get(timeout=60)  # raises if the broker refused: the bundle is retried
-        except REFUSALS:
-            # After a refusal an idempotent producer fails every later send: the retry
-            # needs a new one.
-            self._pending = []
-            self._producer.close(timeout=5)
-            self._producer = _retrying("producer", lambda: make_producer(self._bootstrap_servers))
-            raise
-        for futures, ack, timestamp, window in self._pending:
+        pending, self._pending = self._pending, []
+        for futures, ack, timestamp, window in pending:
+            for future in futures:
+                # Raises if the broker refused: the bundle is retried (and the
+                # producer replaces itself, see `newswatch.topics.Producer`).
+                future.get(timeout=60)
             self._written.inc(len(futures))
             yield WindowedValue((f"{ack.topic}/{ack.partition}", ack), timestamp, [window])
-        self._pending = []
 
     def teardown(self) -> None:
         producer = getattr(self, "_producer", None)

@@ -22,6 +22,7 @@ from connectors.state import StateStore
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.errors import ConfigError
 from newswatch.schemas import Article, DeadLetter
+from newswatch.topics import make_producer
 from tests.connectors.servers import Reply
 
 DATA = Path(__file__).parents[1] / "data" / "feeds"
@@ -172,28 +173,40 @@ def test_restart_on_the_same_state_dir_publishes_no_duplicates(
     assert len(ids) == len(set(ids)) == 82
 
 
-def test_records_the_broker_did_not_acknowledge_are_sent_again_after_a_restart(
-    connector_settings, clock, feed_server, read_topic, kafka_broker
-):
-    from newswatch.topics import make_producer
-
-    url = feed_server.route("/wsj", Reply(body=WSJ, etag='"w1"'))
-    connector_settings.connectors.feeds = [url]
+def with_broker_down(
+    settings: Settings,
+    state: StateStore,
+    clock,
+    broker,
+    step: Callable[[ConnectorService], object],
+) -> ConnectorService:
+    """Run one connector ``step`` with the broker stopped and a producer that gives up fast."""
     producer = make_producer(
-        connector_settings.bootstrap_servers,
+        settings.bootstrap_servers,
         max_block_ms=2000,
         request_timeout_ms=1000,
         delivery_timeout_ms=2000,
     )
+    publisher = Publisher(settings, producer=producer, timeout=10)
+    connector = ConnectorService(settings, publisher, state, clock=clock)
+    broker.stop()
+    try:
+        step(connector)
+    finally:
+        broker.start()
+        publisher.close(timeout=5)
+    return connector
+
+
+def test_records_the_broker_did_not_acknowledge_are_sent_again_after_a_restart(
+    connector_settings, clock, feed_server, read_topic, kafka_broker
+):
+    url = feed_server.route("/wsj", Reply(body=WSJ, etag='"w1"'))
+    connector_settings.connectors.feeds = [url]
     with StateStore(connector_settings.connectors.state_dir) as state:
-        publisher = Publisher(connector_settings, producer=producer, timeout=10)
-        connector = ConnectorService(connector_settings, publisher, state, clock=clock)
-        kafka_broker.stop()
-        try:
-            connector.poll_feeds()
-        finally:
-            kafka_broker.start()
-            publisher.close(timeout=5)
+        connector = with_broker_down(
+            connector_settings, state, clock, kafka_broker, ConnectorService.poll_feeds
+        )
         feed = state.feed(url)
         assert connector.report.unacknowledged == 6 and connector.report.published == 0
         assert feed.etag is None and len(feed.seen) == 0  # nothing checkpointed
@@ -300,27 +313,14 @@ def test_one_pass_skips_a_feed_that_is_backing_off_but_reports_it(connector_sett
 def test_documents_the_broker_did_not_acknowledge_are_not_checkpointed_and_are_sent_later(
     connector_settings, clock, tmp_path, read_topic, kafka_broker
 ):
-    from newswatch.topics import make_producer
-
     docs = tmp_path / "docs"
     docs.mkdir()
     shutil.copy(SEED, docs)
     connector_settings.connectors.files = [docs]
-    producer = make_producer(
-        connector_settings.bootstrap_servers,
-        max_block_ms=2000,
-        request_timeout_ms=1000,
-        delivery_timeout_ms=2000,
-    )
     with StateStore(connector_settings.connectors.state_dir) as state:
-        publisher = Publisher(connector_settings, producer=producer, timeout=10)
-        connector = ConnectorService(connector_settings, publisher, state, clock=clock)
-        kafka_broker.stop()
-        try:
-            connector.scan_files()
-        finally:
-            kafka_broker.start()
-            publisher.close(timeout=5)
+        connector = with_broker_down(
+            connector_settings, state, clock, kafka_broker, ConnectorService.scan_files
+        )
         assert connector.report.unacknowledged == 1 and connector.report.published == 0
         directory = state.directory(docs)
         assert directory.files == {} and len(directory.seen) == 0  # nothing checkpointed
