@@ -211,13 +211,17 @@ class Producer:
 
     def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
         if self._refused:
-            self._refused = False
-            self._producer.close(timeout=5)
-            self._producer = KafkaProducer(**self._config)
-            logger.info("replaced the producer after the broker refused a record")
+            self.replace("the broker refused a record")
         future = self._producer.send(topic, *args, **kwargs)
         future.add_errback(self._on_error)
         return future
+
+    def replace(self, reason: str) -> None:
+        """Close the wrapped producer (dropping what it still holds) and start a new one."""
+        self._refused = False
+        self._producer.close(timeout=5)
+        self._producer = KafkaProducer(**self._config)
+        logger.info("replaced the producer: %s", reason)
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, REFUSALS):

@@ -30,7 +30,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import errors as kafka_errors
 
-from newswatch.topics import make_consumer, make_producer
+from newswatch.topics import REFUSALS, make_consumer, make_producer
 
 __all__ = [
     "CommitOffsetsFn",
@@ -351,18 +351,25 @@ class WriteToKafkaFn(beam.DoFn):
     """Writes `OutboundRecord`s (acks=all, idempotent) and emits their acks.
 
     Acks are emitted in ``finish_bundle`` after ``flush()`` returned, i.e. only
-    once the broker acknowledged every record of the bundle.
+    once the broker acknowledged every record of the bundle. A broker that
+    cannot be reached is waited for: sends that time out (no metadata, or
+    records expired undelivered) are sent again through a new producer, with a
+    warning, until it is back. A record the broker refuses fails the bundle.
     """
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, **producer_config: object) -> None:
         self._bootstrap_servers = bootstrap_servers
+        self._producer_config = producer_config
+        """Overrides of `make_producer`'s settings (timeouts, in tests)."""
         self._written = Metrics.counter(_NAMESPACE, "records_written")
 
     def setup(self) -> None:
-        self._producer = _retrying("producer", lambda: make_producer(self._bootstrap_servers))
+        self._producer = _retrying(
+            "producer", lambda: make_producer(self._bootstrap_servers, **self._producer_config)
+        )
 
     def start_bundle(self) -> None:
-        self._pending: list[tuple[list, OutcomeAck, Timestamp, object]] = []
+        self._pending: list[_Pending] = []
 
     def process(
         self,
@@ -370,27 +377,80 @@ class WriteToKafkaFn(beam.DoFn):
         timestamp=beam.DoFn.TimestampParam,
         window=beam.DoFn.WindowParam,
     ) -> Iterable[None]:
-        futures = [self._producer.send(m.topic, key=m.key, value=m.value) for m in record.messages]
-        self._pending.append((futures, record.ack, timestamp, window))
+        futures = [self._send(m) for m in record.messages]
+        self._pending.append(_Pending(record, futures, timestamp, window))
         return ()
+
+    def _send(self, message: OutboundMessage):
+        """``send``, waiting out a broker that gives no metadata for the topic."""
+        began = time.monotonic()
+        while True:
+            try:
+                return self._producer.send(message.topic, key=message.key, value=message.value)
+            except kafka_errors.KafkaTimeoutError as exc:
+                logger.warning(
+                    "writing to %s: %s; broker unreachable for %.0f s, still trying",
+                    message.topic,
+                    exc,
+                    time.monotonic() - began,
+                )
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         if not self._pending:
             return
-        self._producer.flush()
         pending, self._pending = self._pending, []
-        for futures, ack, timestamp, window in pending:
-            for future in futures:
-                # Raises if the broker refused: the bundle is retried (and the
+        while True:
+            self._producer.flush()
+            undelivered = [
+                (entry, i)
+                for entry in pending
+                for i, future in enumerate(entry.futures)
+                if future.failed() and _retriable(future.exception)
+            ]
+            if not undelivered:
+                break
+            logger.warning(
+                "%d records not delivered (%s); sending them again",
+                len(undelivered),
+                undelivered[0][0].futures[undelivered[0][1]].exception,
+            )
+            self._producer.replace("records expired undelivered")
+            for entry, i in undelivered:
+                entry.futures[i] = self._send(entry.record.messages[i])
+        for entry in pending:
+            for future in entry.futures:
+                # Raises if the broker refused: the bundle fails (and the
                 # producer replaces itself, see `newswatch.topics.Producer`).
                 future.get(timeout=60)
-            self._written.inc(len(futures))
-            yield WindowedValue((f"{ack.topic}/{ack.partition}", ack), timestamp, [window])
+            self._written.inc(len(entry.futures))
+            ack = entry.record.ack
+            yield WindowedValue(
+                (f"{ack.topic}/{ack.partition}", ack), entry.timestamp, [entry.window]
+            )
 
     def teardown(self) -> None:
         producer = getattr(self, "_producer", None)
         if producer is not None:
             producer.close(timeout=10)
+
+
+@dataclass(slots=True)
+class _Pending:
+    """An outbound record of the current bundle and the futures of its sends."""
+
+    record: OutboundRecord
+    futures: list
+    timestamp: Timestamp
+    window: object
+
+
+def _retriable(error: BaseException | None) -> bool:
+    """A send failure that sending again can cure (not a refusal of the record itself)."""
+    if error is None or isinstance(error, REFUSALS):
+        return False
+    return isinstance(error, kafka_errors.KafkaTimeoutError) or bool(
+        getattr(error, "retriable", False)
+    )
 
 
 class _OffsetLedger:

@@ -218,9 +218,7 @@ def test_sigterm_while_the_pipeline_starts_exits_0_and_leaves_no_runner(settings
 def test_a_running_worker_rides_out_a_broker_restart_and_commits_everything(
     settings, worker, kafka_broker
 ):
-    # A smaller batch than the signal tests: with 240 articles queued behind this
-    # outage the writer's 60 s metadata wait has run out once (the worker exited 1).
-    articles = publish_and_wait_for_work_in_flight(settings, 60)
+    articles = publish_and_wait_for_work_in_flight(settings, BATCH)
 
     assert kafka_broker.kill()  # while outcomes are being written and committed
     time.sleep(20)
