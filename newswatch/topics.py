@@ -197,35 +197,35 @@ REFUSALS: tuple[type[Exception], ...] = (
 
 
 class Producer:
-    """A `KafkaProducer` that replaces itself once the broker refused a record.
+    """A `KafkaProducer` that replaces itself after a refused or an expired record.
 
     After a refusal (`REFUSALS`) an idempotent KafkaProducer fails every later
-    send, whatever its topic; the next ``send`` here goes through a new one.
-    Everything else is the wrapped producer's.
+    send, whatever its topic, and after a batch expired undelivered (a broker
+    outage) its sequence numbers no longer match the broker's; the next ``send``
+    here goes through a new one. Everything else is the wrapped producer's.
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
         self._config = config
         self._producer = KafkaProducer(**config)
-        self._refused = False
+        self._stale: str | None = None
+        """Why the wrapped producer must be replaced before the next send, if it must."""
 
     def send(self, topic: str, *args: Any, **kwargs: Any) -> Any:
-        if self._refused:
-            self.replace("the broker refused a record")
+        if self._stale is not None:
+            self._producer.close(timeout=5)
+            self._producer = KafkaProducer(**self._config)
+            logger.info("replaced the producer: %s", self._stale)
+            self._stale = None
         future = self._producer.send(topic, *args, **kwargs)
         future.add_errback(self._on_error)
         return future
 
-    def replace(self, reason: str) -> None:
-        """Close the wrapped producer (dropping what it still holds) and start a new one."""
-        self._refused = False
-        self._producer.close(timeout=5)
-        self._producer = KafkaProducer(**self._config)
-        logger.info("replaced the producer: %s", reason)
-
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, REFUSALS):
-            self._refused = True
+            self._stale = "the broker refused a record"
+        elif isinstance(error, kafka_errors.KafkaTimeoutError):
+            self._stale = "records expired undelivered"
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._producer, name)

@@ -30,7 +30,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import errors as kafka_errors
 
-from newswatch.topics import REFUSALS, make_consumer, make_producer
+from newswatch.topics import make_consumer, make_producer
 
 __all__ = [
     "CommitOffsetsFn",
@@ -353,8 +353,9 @@ class WriteToKafkaFn(beam.DoFn):
     Acks are emitted in ``finish_bundle`` after ``flush()`` returned, i.e. only
     once the broker acknowledged every record of the bundle. A broker that
     cannot be reached is waited for: sends that time out (no metadata, or
-    records expired undelivered) are sent again through a new producer, with a
-    warning, until it is back. A record the broker refuses fails the bundle.
+    records expired undelivered) are sent again, with a warning, until it is
+    back (the producer replaces itself, see `newswatch.topics.Producer`). A
+    record the broker refuses fails the bundle.
     """
 
     def __init__(self, bootstrap_servers: str, **producer_config: object) -> None:
@@ -401,20 +402,16 @@ class WriteToKafkaFn(beam.DoFn):
         pending, self._pending = self._pending, []
         while True:
             self._producer.flush()
+            # Timeouts and other failures that sending again can cure, not refusals.
             undelivered = [
                 (entry, i)
                 for entry in pending
                 for i, future in enumerate(entry.futures)
-                if future.failed() and _retriable(future.exception)
+                if future.retriable()
             ]
             if not undelivered:
                 break
-            logger.warning(
-                "%d records not delivered (%s); sending them again",
-                len(undelivered),
-                undelivered[0][0].futures[undelivered[0][1]].exception,
-            )
-            self._producer.replace("records expired undelivered")
+            logger.warning("%d records not delivered; sending them again", len(undelivered))
             for entry, i in undelivered:
                 entry.futures[i] = self._send(entry.record.messages[i])
         for entry in pending:
@@ -442,15 +439,6 @@ class _Pending:
     futures: list
     timestamp: Timestamp
     window: object
-
-
-def _retriable(error: BaseException | None) -> bool:
-    """A send failure that sending again can cure (not a refusal of the record itself)."""
-    if error is None or isinstance(error, REFUSALS):
-        return False
-    return isinstance(error, kafka_errors.KafkaTimeoutError) or bool(
-        getattr(error, "retriable", False)
-    )
 
 
 class _OffsetLedger:
