@@ -196,9 +196,10 @@ def entry_article(
     was_cut = was_cut or raw_cut
     if not title:
         title = title_from_text(text)
-    published = iso_utc(
-        entry.get("published_parsed") or entry.get("updated_parsed") or entry.get("created_parsed")
-    )
+    # dict.get: the parsed dates as given, without feedparser's deprecated (warning)
+    # alias from updated to published; the fallback order is ours.
+    dates = (dict.get(entry, k) for k in ("published_parsed", "updated_parsed", "created_parsed"))
+    published = iso_utc(next((d for d in dates if d), None))
     url = link or (guid if guid.startswith(("http://", "https://")) else "")
     article = Article(
         id=key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from connectors.feeds import parse_feed
@@ -49,6 +50,19 @@ def test_published_is_the_entry_time_in_utc_and_ingested_at_is_now():
     beirut = next(a for a in parsed.good if a.title.startswith("Beirut Explosion"))
     assert beirut.published == "2020-08-05T19:44:00Z"  # Wed, 05 Aug 2020 15:44:00 -0400
     assert not beirut.ingested_at.startswith("2020")
+
+
+def test_an_unreadable_date_leaves_published_empty_and_an_updated_date_stands_in():
+    items = (
+        "<item><title>A</title><link>https://wire.example/a</link><pubDate>soon</pubDate></item>"
+        "<item><title>B</title><link>https://wire.example/b</link><atom:updated xmlns:atom="
+        '"http://www.w3.org/2005/Atom">2020-08-05T19:44:00Z</atom:updated></item>'
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor feedparser's deprecated updated->published alias
+        unreadable, updated = parse_feed(rss(items), "https://wire.example/rss").good
+    assert unreadable.published is None
+    assert updated.published == "2020-08-05T19:44:00Z"
 
 
 def test_configured_source_name_replaces_the_feed_title():
