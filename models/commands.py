@@ -100,7 +100,15 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from models.baseline import KeywordBaseline
     from models.classifier import EscalationClassifier
-    from models.evaluate import evaluate, format_reports, load_rows, row_article, split_rows
+    from models.evaluate import (
+        bootstrap_intervals,
+        evaluate,
+        format_intervals,
+        format_reports,
+        load_rows,
+        row_article,
+        split_rows,
+    )
     from models.labels import could_be_taiwan_related
 
     settings = load_settings(args).model
@@ -119,15 +127,18 @@ def _eval(args: argparse.Namespace) -> int:
     started = time.monotonic()
     predictions = classifier.classify(articles)
     seconds = time.monotonic() - started
-    reports = {
-        f"model {classifier.version}": evaluate(rows, predictions),
-        "keyword baseline": evaluate(rows, KeywordBaseline().classify(articles)),
+    systems = {
+        f"model {classifier.version}": predictions,
+        "keyword baseline": KeywordBaseline().classify(articles),
     }
+    reports = {name: evaluate(rows, chosen) for name, chosen in systems.items()}
+    intervals = bootstrap_intervals(rows, systems)
     model_report = next(iter(reports.values()))
     passed = [could_be_taiwan_related(a.content) for a in articles]
     dropped = sum(1 for r, p in zip(rows, passed, strict=True) if r["taiwan_related"] and not p)
     print(f"{len(rows)} rows from {path} (split: {split}), classified in {seconds:.1f}s")
     print(format_reports(reports))
+    print(f"\n{format_intervals(intervals)}\n(rows resampled with replacement, 2000 times)")
     print(
         f"\npre-filter: {sum(passed)}/{len(rows)} rows reach the model; "
         f"Taiwan-related rows it drops: {dropped}"
@@ -144,6 +155,12 @@ def _eval(args: argparse.Namespace) -> int:
             k: v for k, v in reports["keyword baseline"].to_dict().items() if "confusion" not in k
         }
         summary["prefilter_dropped_taiwan_rows"] = dropped
+        model_name, baseline_name, difference = intervals
+        summary["intervals"] = {
+            "model": intervals[model_name],
+            "baseline": intervals[baseline_name],
+            "model_minus_baseline": intervals[difference],
+        }
         print(json.dumps(summary, sort_keys=True))
     return 0
 

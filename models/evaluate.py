@@ -4,7 +4,8 @@
 ``labelled/dev.jsonl``: taiwan_related, escalation, signals, severity) and one
 prediction per row: a `Classification`, a `Decision` (whose ``alert`` is the
 escalation decision) or a mapping with the same fields. `format_reports` prints
-several systems side by side on the same rows.
+several systems side by side on the same rows, and `bootstrap_intervals` says how
+far those numbers could move on another sample of the same size.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models.labels import SIGNALS
 from models.text import join_title
 from newswatch.schemas import Article, article_id
@@ -22,7 +25,9 @@ from newswatch.schemas import Article, article_id
 __all__ = [
     "BinaryScores",
     "EvalReport",
+    "bootstrap_intervals",
     "evaluate",
+    "format_intervals",
     "format_reports",
     "load_rows",
     "row_article",
@@ -186,6 +191,79 @@ def evaluate(rows: Sequence[Mapping[str, Any]], predictions: Sequence[Any]) -> E
     )
 
 
+#: Metrics that `bootstrap_intervals` covers, as named in `EvalReport.to_dict`.
+INTERVAL_METRICS = (
+    "escalation_precision",
+    "escalation_recall",
+    "escalation_f1",
+    "signals_macro_f1",
+)
+
+
+def _resampled_metrics(
+    rows: Sequence[Mapping[str, Any]], predictions: Sequence[Any], samples: np.ndarray
+) -> dict[str, np.ndarray]:
+    """`INTERVAL_METRICS` on each resample (a row of indices) of the rows: ``[resamples]``."""
+    gold = np.array([bool(r["escalation"]) for r in rows])
+    pred = np.array([bool(_get(p, "escalation")) for p in predictions])
+    gold_signals = np.array([[s in r["signals"] for s in SIGNALS] for r in rows], dtype=bool)
+    chosen = [set(_get(p, "signals") or ()) for p in predictions]
+    pred_signals = np.array([[s in c for s in SIGNALS] for c in chosen], dtype=bool)
+
+    def counts(g: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # Sums over the resampled rows; for [rows, k] arrays the result is [resamples, k].
+        return (g & p)[samples].sum(1), (~g & p)[samples].sum(1), (g & ~p)[samples].sum(1)
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.zeros(num.shape), where=den > 0)
+
+    tp, fp, fn = counts(gold, pred)
+    stp, sfp, sfn = counts(gold_signals, pred_signals)
+    used = (stp + sfp + sfn) > 0
+    signal_f1 = ratio(2.0 * stp, 2.0 * stp + sfp + sfn)
+    return {
+        "escalation_precision": ratio(tp, tp + fp),
+        "escalation_recall": ratio(tp, tp + fn),
+        "escalation_f1": ratio(2.0 * tp, 2.0 * tp + fp + fn),
+        "signals_macro_f1": ratio((signal_f1 * used).sum(1), used.sum(1)),
+    }
+
+
+def bootstrap_intervals(
+    rows: Sequence[Mapping[str, Any]],
+    systems: Mapping[str, Sequence[Any]],
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Percentile bootstrap intervals of `INTERVAL_METRICS` for each system.
+
+    The rows are resampled with replacement, the same resamples for every
+    system, so besides each system's own intervals the result holds, under
+    ``"<first> - <other>"``, the interval of the paired difference between the
+    first system and each other one: a difference whose interval excludes 0 is
+    more than the luck of which rows were labelled. Deterministic for a seed.
+    """
+    if not rows:
+        raise ValueError("no rows to resample")
+    samples = np.random.default_rng(seed).integers(0, len(rows), size=(resamples, len(rows)))
+    tail = 100 * (1 - level) / 2
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        low, high = np.percentile(values, [tail, 100 - tail])
+        return round(float(low), 4), round(float(high), 4)
+
+    metrics = {name: _resampled_metrics(rows, p, samples) for name, p in systems.items()}
+    out = {name: {k: interval(v) for k, v in m.items()} for name, m in metrics.items()}
+    first, *others = metrics
+    for other in others:
+        out[f"{first} - {other}"] = {
+            k: interval(metrics[first][k] - metrics[other][k]) for k in INTERVAL_METRICS
+        }
+    return out
+
+
 def format_reports(reports: Mapping[str, EvalReport]) -> str:
     """A side-by-side table of several systems' metrics on the same rows."""
     names = list(reports)
@@ -224,6 +302,24 @@ def format_reports(reports: Mapping[str, EvalReport]) -> str:
         lines.append(f"{name}: severity confusion (rows gold 0-4, columns predicted 0-4)")
         for g, row in enumerate(report.severity_confusion):
             lines.append(f"  {g} " + " ".join(f"{v:5d}" for v in row))
+    return "\n".join(lines)
+
+
+def format_intervals(
+    intervals: Mapping[str, Mapping[str, tuple[float, float]]], level: float = 0.95
+) -> str:
+    """`bootstrap_intervals` as a table: one column per system or paired difference."""
+    names = list(intervals)
+    width = max(18, *(len(n) + 2 for n in names))
+    lines = [f"{level:.0%} bootstrap interval".ljust(30) + "".join(n.rjust(width) for n in names)]
+    for metric in INTERVAL_METRICS:
+        cells = [
+            f"[{v[metric][0]:+.3f}, {v[metric][1]:+.3f}]"
+            if " - " in n
+            else f"[{v[metric][0]:.3f}, {v[metric][1]:.3f}]"
+            for n, v in intervals.items()
+        ]
+        lines.append(metric.replace("_", " ").ljust(30) + "".join(c.rjust(width) for c in cells))
     return "\n".join(lines)
 
 

@@ -18,6 +18,13 @@ def test_model_eval_json_ends_with_the_metrics(classifier, capsys):
     assert metrics["model_version"] == classifier.version
     assert metrics["prefilter_dropped_taiwan_rows"] == 0
     assert any("keyword baseline" in line for line in out)
+    intervals = metrics["intervals"]
+    assert set(intervals) == {"model", "baseline", "model_minus_baseline"}
+    for key in ("escalation_f1", "signals_macro_f1"):
+        low, high = intervals["model"][key]
+        assert low <= metrics[key] <= high
+        low, high = intervals["model_minus_baseline"][key]
+        assert low <= metrics[key] - metrics["baseline"][key] <= high
 
 
 def test_model_eval_reads_any_labelled_file(classifier, labelled_rows, tmp_path, capsys):

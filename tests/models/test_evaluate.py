@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from models.evaluate import evaluate, format_reports, split_rows
+from models.evaluate import (
+    bootstrap_intervals,
+    evaluate,
+    format_intervals,
+    format_reports,
+    split_rows,
+)
 from newswatch.schemas import Decision
 
 
@@ -91,3 +97,32 @@ def test_temporal_split_by_publication_year():
     rows = [{"published": "2022-12-31T23:00:00Z"}, {"published": "2023-01-01T00:00:00Z"}]
     assert split_rows(rows, "train") == rows[:1]
     assert split_rows(rows, "test") == rows[1:]
+
+
+def test_bootstrap_intervals_hold_the_point_estimate_and_widen_on_fewer_rows():
+    many_rows, many_predictions = ROWS * 25, PREDICTIONS * 25
+    few = bootstrap_intervals(ROWS, {"model": PREDICTIONS})["model"]
+    many = bootstrap_intervals(many_rows, {"model": many_predictions})["model"]
+    point = evaluate(many_rows, many_predictions).to_dict()
+    for metric, (low, high) in many.items():
+        assert low <= point[metric] <= high
+        assert high - low < few[metric][1] - few[metric][0]
+
+
+def test_a_perfect_system_has_no_spread_and_beats_a_worse_one_on_every_resample():
+    rows, predictions = ROWS * 10, PREDICTIONS * 10
+    intervals = bootstrap_intervals(rows, {"gold": rows, "model": predictions})
+    assert intervals["gold"]["escalation_f1"] == (1.0, 1.0)
+    assert intervals["gold"]["signals_macro_f1"] == (1.0, 1.0)
+    low, high = intervals["gold - model"]["escalation_f1"]
+    assert 0.0 < low <= high
+    same = bootstrap_intervals(rows, {"a": predictions, "b": predictions})["a - b"]
+    assert set(same.values()) == {(0.0, 0.0)}
+
+
+def test_bootstrap_intervals_are_the_same_for_the_same_seed():
+    def run(seed: int) -> dict:
+        return bootstrap_intervals(ROWS * 5, {"model": PREDICTIONS * 5}, resamples=200, seed=seed)
+
+    assert run(1) == run(1)
+    assert "escalation f1" in format_intervals(run(1))
