@@ -101,6 +101,7 @@ def _eval(args: argparse.Namespace) -> int:
     from models.baseline import KeywordBaseline
     from models.classifier import EscalationClassifier
     from models.evaluate import (
+        RESAMPLES,
         bootstrap_intervals,
         evaluate,
         format_intervals,
@@ -138,7 +139,7 @@ def _eval(args: argparse.Namespace) -> int:
     dropped = sum(1 for r, p in zip(rows, passed, strict=True) if r["taiwan_related"] and not p)
     print(f"{len(rows)} rows from {path} (split: {split}), classified in {seconds:.1f}s")
     print(format_reports(reports))
-    print(f"\n{format_intervals(intervals)}\n(rows resampled with replacement, 2000 times)")
+    print(f"\n{format_intervals(intervals)}\n(rows resampled {RESAMPLES} times)")
     print(
         f"\npre-filter: {sum(passed)}/{len(rows)} rows reach the model; "
         f"Taiwan-related rows it drops: {dropped}"

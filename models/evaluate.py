@@ -198,6 +198,8 @@ INTERVAL_METRICS = (
     "escalation_f1",
     "signals_macro_f1",
 )
+#: Default number of bootstrap resamples.
+RESAMPLES = 2000
 
 
 def _resampled_metrics(
@@ -233,7 +235,7 @@ def bootstrap_intervals(
     rows: Sequence[Mapping[str, Any]],
     systems: Mapping[str, Sequence[Any]],
     *,
-    resamples: int = 2000,
+    resamples: int = RESAMPLES,
     level: float = 0.95,
     seed: int = 0,
 ) -> dict[str, dict[str, tuple[float, float]]]:
