@@ -1,4 +1,4 @@
-"""The embedded single-node Kafka broker (KRaft, combined broker and controller).
+"""The embedded Kafka broker (KRaft, combined broker and controller), and local clusters.
 
 ``newswatch`` runs against any Kafka cluster; without ``kafka.bootstrap_servers``
 it starts this one: the jars fetched by ``deploy/setup.sh`` into
@@ -19,7 +19,8 @@ Usage::
     print(broker.bootstrap_servers)
     broker.stop()
 
-or ``newswatch broker start|stop|status``.
+or ``newswatch broker start|stop|status``. `LocalCluster` runs several such nodes
+as one replicated cluster on loopback (for failover tests and ``bench/chaos``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +50,7 @@ from newswatch.config import BrokerSettings, add_common_flags, add_flags, load_s
 from newswatch.errors import BrokerError
 from newswatch.topics import MAX_MESSAGE_BYTES, make_admin
 
-__all__ = ["BrokerStatus", "LocalBroker", "register"]
+__all__ = ["BrokerStatus", "LocalBroker", "LocalCluster", "register"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,19 +59,19 @@ SETUP_COMMAND = "mvn -B -q -f deploy/kafka/pom.xml dependency:copy-dependencies"
 #: Logged by ``kafka.server.KafkaRaftServer`` once the node serves requests.
 READY_LINE = "Kafka Server started"
 
-_NODE_ID = 1
-
 #: Linux: process state and command lines are read from /proc.
 _PROCFS = Path("/proc/self/cmdline").exists()
 
-# Single node: every replication factor is 1 (else the internal topics are never
-# created and groups hang); internal topics get one partition and groups no join
-# delay, so tests start fast; the cleaner's dedupe buffer is allocated on the heap
-# at start-up, so it is sized for a small heap rather than the 128 MiB default.
+# Replication factors follow the number of nodes (on a single node every factor is 1,
+# else the internal topics are never created and groups hang; on three or more,
+# min.insync.replicas=2, so acks=all survives one node down and loses nothing);
+# internal topics get one partition and groups no join delay, so tests start fast;
+# the cleaner's dedupe buffer is allocated on the heap at start-up, so it is sized for
+# a small heap rather than the 128 MiB default.
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id={node_id}
-controller.quorum.voters={node_id}@127.0.0.1:{controller_port}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 inter.broker.listener.name=PLAINTEXT
@@ -78,15 +80,15 @@ listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={log_dir}
 
 num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_isr}
 auto.create.topics.enable=false
 unclean.leader.election.enable=false
 
@@ -137,15 +139,19 @@ class BrokerStatus:
 
 
 class LocalBroker:
-    """A single-node KRaft broker run from the jars in ``settings.lib_dir``.
+    """A KRaft node run from the jars in ``settings.lib_dir``: alone, or one of a `LocalCluster`.
 
     The JVM runs in its own session, so it outlives the Python process that
     started it; any `LocalBroker` with the same ``data_dir`` can stop it.
+    ``voters`` is the controller quorum (``id@host:port,...``) when the node
+    is one of several; by default the node is its own quorum.
     """
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, node_id: int = 1, voters: str = "") -> None:
         self.settings = settings
         self.data_dir = Path(settings.data_dir).expanduser().resolve()
+        self.node_id = node_id
+        self.voters = voters or f"{node_id}@127.0.0.1:{settings.controller_port}"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -279,9 +285,13 @@ class LocalBroker:
     def _write_config(self) -> None:
         log_dir = self.data_dir / "data"
         log_dir.mkdir(exist_ok=True)
+        nodes = len(self.voters.split(","))
         self._properties_path.write_text(
             _SERVER_PROPERTIES.format(
-                node_id=_NODE_ID,
+                node_id=self.node_id,
+                voters=self.voters,
+                replicas=min(nodes, 3),
+                min_isr=2 if nodes >= 3 else 1,
                 port=self.settings.port,
                 controller_port=self.settings.controller_port,
                 log_dir=log_dir,
@@ -485,6 +495,67 @@ class LocalBroker:
 
     def _log_tail(self) -> str:
         return _tail(self._log_text()) or "(empty)"
+
+
+class LocalCluster:
+    """Several KRaft nodes on loopback forming one cluster, each broker and controller.
+
+    Node ``i`` (from 1) keeps its data in ``<data_dir>/node<i>`` and listens on
+    the ``i``-th pair of ``ports`` (client, controller). Internal topics are
+    replicated to min(nodes, 3) nodes and, from three nodes on,
+    ``min.insync.replicas`` is 2: topics created with replication factor 3 keep
+    taking ``acks=all`` writes, and lose none, while any one node is down.
+    """
+
+    def __init__(self, settings: BrokerSettings, ports: Sequence[tuple[int, int]]) -> None:
+        voters = ",".join(f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports, 1))
+        root = Path(settings.data_dir)
+        self.nodes = [
+            LocalBroker(
+                dataclasses.replace(
+                    settings, data_dir=root / f"node{i}", port=port, controller_port=controller
+                ),
+                node_id=i,
+                voters=voters,
+            )
+            for i, (port, controller) in enumerate(ports, 1)
+        ]
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start all nodes together (none is ready before a quorum of them runs).
+
+        Raises:
+            BrokerError: as `LocalBroker.start`, for the first node that failed;
+                the others are stopped again.
+        """
+        ids = [n.data_dir / "cluster.id" for n in self.nodes]
+        known = [p.read_text(encoding="ascii").strip() for p in ids if p.exists()]
+        cluster_id = known[0] if known else _new_cluster_id()
+        for path in ids:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(cluster_id + "\n", encoding="ascii")
+        with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="kafka-node") as pool:
+            starts = [pool.submit(node.start) for node in self.nodes]
+        failed = [f.exception() for f in starts if f.exception() is not None]
+        if failed:
+            self.stop()
+            raise failed[0]
+
+    def stop(self, timeout: float = 30) -> None:
+        """Stop all nodes together: a last node alone would wait for its lost quorum."""
+        with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="kafka-node") as pool:
+            list(pool.map(lambda node: node.stop(timeout), self.nodes))
 
 
 def _new_cluster_id() -> str:

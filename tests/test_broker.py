@@ -10,11 +10,13 @@ import pytest
 from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from newswatch.broker import LocalBroker
+from newswatch.broker import LocalBroker, LocalCluster
 from newswatch.cli import main
-from newswatch.config import BrokerSettings, Settings, replace
+from newswatch.config import BrokerSettings, Settings, load_settings, replace
 from newswatch.errors import BrokerError
 from newswatch.topics import ensure_topics, make_admin, make_consumer, make_producer
+
+from .conftest import free_port
 
 DAY_MS = 24 * 60 * 60 * 1000
 
@@ -136,6 +138,35 @@ def test_acknowledged_records_survive_a_broker_crash(
     kafka_broker.start()
 
     assert len(read_all(servers, topic, 100)) == 100
+
+
+def test_a_three_node_cluster_takes_writes_with_a_leader_down_and_loses_none(tmp_path) -> None:
+    ports = [(free_port(), free_port()) for _ in range(3)]
+    cluster = LocalCluster(replace(load_settings().broker, data_dir=tmp_path / "kafka"), ports)
+    settings = Settings(home=tmp_path / "home")
+    settings.kafka.bootstrap_servers = cluster.bootstrap_servers
+    settings.kafka.replication_factor = 3
+    servers, topic = settings.bootstrap_servers, settings.kafka.articles_topic
+    with cluster:
+        ensure_topics(settings)
+        admin = make_admin(servers)
+        try:
+            assert len(admin.describe_cluster()["brokers"]) == 3
+            (described,) = admin.describe_topics([topic])
+        finally:
+            admin.close()
+        assert {len(p["replica_nodes"]) for p in described["partitions"]} == {3}
+        assert topic_configs(servers, topic)["min.insync.replicas"] == "2"
+        produce(servers, topic, [(b"key-%d" % i, b"article %d" % i) for i in range(100)])
+
+        leader = described["partitions"][0]["leader_id"]
+        (down,) = [node for node in cluster.nodes if node.node_id == leader]
+        assert down.kill()
+        produce(servers, topic, [(b"key-%d" % i, b"article %d" % i) for i in range(100, 200)])
+        records = read_all(servers, topic, 200)
+        assert {r.key for r in records} == {b"key-%d" % i for i in range(200)}
+        down.start()
+    assert not any(node.is_running() for node in cluster.nodes)
 
 
 def test_ensure_topics_creates_the_four_topics_with_their_policies(settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """The crash test of bench/chaos, small: kill -9 the worker twice and the broker once, lose nothing.
 
-The full run (10,000 articles, six worker kills) is ``bench/chaos``; this one streams
-600 real archived entries and 6 garbage records over a minute, so it fits in about two.
+The full run (10,000 articles, six worker kills) is ``bench/chaos``; these stream 600
+real archived entries and 6 garbage records over a minute, so each fits in about two:
+once on the embedded single broker, once on a three-node cluster with one node killed.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ def load_chaos():
 
 
 @pytest.mark.slow
-def test_every_article_gets_an_outcome_across_worker_and_broker_kills(tmp_path):
+@pytest.mark.parametrize("brokers", [1, 3], ids=["one-broker", "three-node-cluster"])
+def test_every_article_gets_an_outcome_across_worker_and_broker_kills(tmp_path, brokers):
     chaos = load_chaos()
     plan = chaos.ChaosPlan(
+        brokers=brokers,
         articles=600,
         garbage=6,
         rate=10.0,
