@@ -1,11 +1,12 @@
 """Subcommands of the classifier: ``newswatch model train|eval`` and ``newswatch classify``.
 
     newswatch model train [--data FILE] [--version V] [--c C] [--folds K]
-    newswatch model eval [--data FILE.jsonl] [--split test|train|all] [--json]
+    newswatch model eval [--data FILE.jsonl] [--split test|train|all] [--compare V] [--json]
     newswatch classify PATH... [--jsonl]
 
-``model eval`` scores the model and the keyword baseline on the same rows with
-`models.evaluate`; with ``--json`` its last output line is one JSON object.
+``model eval`` scores the model, any ``--compare`` versions and the keyword
+baseline on the same rows with `models.evaluate`, with paired bootstrap intervals
+of the model's lead over each; with ``--json`` its last output line is one JSON object.
 ``classify`` reads local documents (.txt, .html, .json, .jsonl, .xml) and
 prints one JSON decision per document, without a broker.
 """
@@ -60,6 +61,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="rows to score (default: test for the dev set, all for --data)",
     )
+    evaluate.add_argument(
+        "--compare",
+        metavar="VERSION",
+        action="append",
+        default=[],
+        help="also score this model version (repeatable), paired with the model",
+    )
     evaluate.add_argument("--json", action="store_true", help="end with one JSON line")
     evaluate.add_argument("--errors", action="store_true", help="list wrong escalation decisions")
     evaluate.set_defaults(handler=_eval)
@@ -111,6 +119,7 @@ def _eval(args: argparse.Namespace) -> int:
         split_rows,
     )
     from models.labels import could_be_taiwan_related
+    from newswatch.config import replace
 
     settings = load_settings(args).model
     path = args.data or settings.labelled_data
@@ -124,14 +133,17 @@ def _eval(args: argparse.Namespace) -> int:
     if not rows:
         raise ConfigError(f"--data: no rows in the {split!r} split of {path}")
     classifier = EscalationClassifier.load(settings)
+    others = [EscalationClassifier.load(replace(settings, version=v)) for v in args.compare]
     articles = [row_article(r) for r in rows]
     started = time.monotonic()
     predictions = classifier.classify(articles)
     seconds = time.monotonic() - started
-    systems = {
-        f"model {classifier.version}": predictions,
-        "keyword baseline": KeywordBaseline().classify(articles),
-    }
+    systems = {f"model {classifier.version}": predictions}
+    for other in others:
+        if f"model {other.version}" in systems:
+            raise ConfigError(f"--compare {other.version}: that version is already scored")
+        systems[f"model {other.version}"] = other.classify(articles)
+    systems["keyword baseline"] = KeywordBaseline().classify(articles)
     reports = {name: evaluate(rows, chosen) for name, chosen in systems.items()}
     intervals = bootstrap_intervals(rows, systems)
     model_report = next(iter(reports.values()))
@@ -156,11 +168,19 @@ def _eval(args: argparse.Namespace) -> int:
             k: v for k, v in reports["keyword baseline"].to_dict().items() if "confusion" not in k
         }
         summary["prefilter_dropped_taiwan_rows"] = dropped
-        model_name, baseline_name, difference = intervals
+        model_name, *compared, baseline_name = systems
         summary["intervals"] = {
             "model": intervals[model_name],
             "baseline": intervals[baseline_name],
-            "model_minus_baseline": intervals[difference],
+            "model_minus_baseline": intervals[f"{model_name} - {baseline_name}"],
+        }
+        summary["compared"] = {
+            name.removeprefix("model "): {
+                **{k: v for k, v in reports[name].to_dict().items() if "confusion" not in k},
+                "intervals": intervals[name],
+                "model_minus_it": intervals[f"{model_name} - {name}"],
+            }
+            for name in compared
         }
         print(json.dumps(summary, sort_keys=True))
     return 0

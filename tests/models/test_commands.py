@@ -27,6 +27,28 @@ def test_model_eval_json_ends_with_the_metrics(classifier, capsys):
         assert low <= metrics[key] - metrics["baseline"][key] <= high
 
 
+def test_model_eval_compares_versions_with_paired_intervals(classifier, tmp_path, capsys):
+    # A second version with the same weights: every paired difference must be zero.
+    source = classifier.directory
+    twin = tmp_path / "artifacts" / "twin"
+    twin.mkdir(parents=True)
+    for path in source.iterdir():
+        if path.name != "meta.json":
+            (twin / path.name).symlink_to(path)
+    meta = json.loads((source / "meta.json").read_text(encoding="utf-8"))
+    (twin / "meta.json").write_text(json.dumps(dict(meta, version="twin")), encoding="utf-8")
+    (tmp_path / "artifacts" / classifier.version).symlink_to(source)
+
+    args = ["--artifacts-dir", str(tmp_path / "artifacts"), "--version", classifier.version]
+    assert main(["model", "eval", *args, "--compare", "twin", "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    metrics = json.loads(out[-1])
+    twin_metrics = metrics["compared"]["twin"]
+    assert twin_metrics["signals_macro_f1"] == metrics["signals_macro_f1"]
+    assert all(v == [0.0, 0.0] for v in twin_metrics["model_minus_it"].values())
+    assert any("model twin" in line for line in out)
+
+
 def test_model_eval_reads_any_labelled_file(classifier, labelled_rows, tmp_path, capsys):
     path = tmp_path / "few.jsonl"
     rows = [dict(r, text=r.pop("summary")) for r in (dict(x) for x in labelled_rows[:5])]
