@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from newswatch.config import add_common_flags, add_flags, load_settings
+from newswatch.config import add_common_flags, add_flags, load_settings, replace
 from newswatch.errors import ConfigError
 
 __all__ = ["register"]
@@ -119,7 +119,6 @@ def _eval(args: argparse.Namespace) -> int:
         split_rows,
     )
     from models.labels import could_be_taiwan_related
-    from newswatch.config import replace
 
     settings = load_settings(args).model
     path = args.data or settings.labelled_data
