@@ -37,8 +37,11 @@ __all__ = [
     "ConnectorSettings",
     "KafkaSettings",
     "ModelSettings",
+    "NotifySettings",
     "RunnerSettings",
+    "ServeSettings",
     "Settings",
+    "StorySettings",
     "add_flags",
     "load_settings",
 ]
@@ -61,6 +64,10 @@ class KafkaSettings:
     alerts_topic: str = "newswatch.alerts"
     decisions_topic: str = "newswatch.decisions"
     dead_letter_topic: str = "newswatch.dead-letters"
+    stories_topic: str = "newswatch.stories"
+    """Compacted: the latest state of each story, keyed by story id."""
+    story_alerts_topic: str = "newswatch.story-alerts"
+    """One record per story alert (first escalation, then each material change)."""
     partitions: int = 3
     """Partitions of the articles topic (and upper bound on pipeline parallelism)."""
     replication_factor: int = 1
@@ -149,6 +156,21 @@ class RunnerSettings:
 
 
 @dataclass
+class StorySettings:
+    """Online story clustering: which articles join one story, and when it is breaking."""
+
+
+@dataclass
+class NotifySettings:
+    """Delivery of story alerts to people: routes and sinks."""
+
+
+@dataclass
+class ServeSettings:
+    """The web page and the metrics endpoint."""
+
+
+@dataclass
 class Settings:
     """All settings of one newswatch process."""
 
@@ -158,6 +180,9 @@ class Settings:
     connectors: ConnectorSettings = field(default_factory=ConnectorSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     runner: RunnerSettings = field(default_factory=RunnerSettings)
+    stories: StorySettings = field(default_factory=StorySettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     @property
     def embedded_broker(self) -> bool:
@@ -170,7 +195,7 @@ class Settings:
         return self.kafka.bootstrap_servers or f"127.0.0.1:{self.broker.port}"
 
 
-_SECTIONS = ("kafka", "broker", "connectors", "model", "runner")
+_SECTIONS = ("kafka", "broker", "connectors", "model", "runner", "stories", "notify", "serve")
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -225,6 +250,9 @@ def add_flags(parser: argparse.ArgumentParser, section: str, names: Sequence[str
         "connectors": ConnectorSettings,
         "model": ModelSettings,
         "runner": RunnerSettings,
+        "stories": StorySettings,
+        "notify": NotifySettings,
+        "serve": ServeSettings,
     }[section]
     hints = _hints(cls)
     defaults = cls()

@@ -24,9 +24,15 @@ __all__ = [
     "Classification",
     "DeadLetter",
     "Decision",
+    "STORY_STATUSES",
     "SchemaError",
+    "Story",
+    "StoryAlert",
+    "StoryArticle",
+    "StoryEvidence",
     "alert_id",
     "article_id",
+    "story_alert_id",
     "utc_now",
 ]
 
@@ -64,6 +70,11 @@ def article_id(identity: str) -> str:
 def alert_id(article: str, model_version: str) -> str:
     """A stable alert id: one alert per article and model version."""
     return hashlib.sha256(f"{article}|{model_version}".encode()).hexdigest()[:16]
+
+
+def story_alert_id(story: str, update: int) -> str:
+    """A stable id for the ``update``-th alert of a story (0: the first escalation)."""
+    return hashlib.sha256(f"{story}|{update}".encode()).hexdigest()[:16]
 
 
 class _Record:
@@ -304,3 +315,126 @@ class DeadLetter(_Record):
     @property
     def payload(self) -> bytes:
         return base64.b64decode(self.payload_b64)
+
+
+#: A story's status, in the order a story usually passes through them.
+STORY_STATUSES: tuple[str, ...] = ("new", "growing", "escalated", "breaking", "dormant")
+
+
+@dataclass(frozen=True, slots=True)
+class StoryArticle(_Record):
+    """One member article of a story, as the story shows it."""
+
+    _required: ClassVar[tuple[str, ...]] = ("article_id",)
+
+    article_id: str
+    url: str
+    title: str
+    source: str
+    published: str | None
+    """Event time of the article (publication, else ingest time), ISO-8601 UTC."""
+    escalation: bool = False
+    escalation_score: float = 0.0
+    signals: list[str] = field(default_factory=list)
+    severity: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoryEvidence(_Record):
+    """An evidence sentence of a story and the article it comes from."""
+
+    _required: ClassVar[tuple[str, ...]] = ("sentence",)
+
+    sentence: str
+    article_id: str
+    url: str
+    source: str
+    score: float
+    """The escalation score of the article the sentence comes from."""
+
+
+@dataclass(frozen=True, slots=True)
+class Story(_Record):
+    """An escalation story: coverage of one real-world episode across outlets.
+
+    Written to the compacted stories topic, keyed by ``story_id``, each time it changes.
+    """
+
+    _required: ClassVar[tuple[str, ...]] = ("story_id",)
+
+    story_id: str
+    """Deterministic: derived from the story's first article."""
+    headline: str
+    """The most representative member title."""
+    first_seen: str
+    """Event time of the first article, ISO-8601 UTC."""
+    last_seen: str
+    """Event time of the latest article, ISO-8601 UTC."""
+    articles: list[StoryArticle]
+    """Members in the order they joined."""
+    outlets: int
+    """Distinct sources among the members."""
+    escalation: bool
+    """At least one member is an escalation."""
+    max_score: float
+    """Highest escalation score of a member."""
+    signals: dict[str, int]
+    """Signal type → number of member articles that carry it."""
+    severity: int
+    """Highest member severity."""
+    evidence: list[StoryEvidence]
+    """The best evidence sentences across members, best first."""
+    status: str
+    """One of `STORY_STATUSES`."""
+    status_changed_at: str
+    """Event time at which the status last changed."""
+    updated_at: str
+    """Event time of the last change."""
+    revision: int = 0
+    """How many times the story changed (0 when created)."""
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        story = super(Story, cls).from_dict(data)
+        for name, kind in (("articles", StoryArticle), ("evidence", StoryEvidence)):
+            items = getattr(story, name)
+            if not isinstance(items, list):
+                raise SchemaError(f"Story: {name} must be a list")
+            object.__setattr__(
+                story, name, [i if isinstance(i, kind) else kind.from_dict(i) for i in items]
+            )
+        if not isinstance(story.signals, dict):
+            raise SchemaError("Story: signals must be an object")
+        return story
+
+
+@dataclass(frozen=True, slots=True)
+class StoryAlert(_Record):
+    """A story alert: the first escalation of a story, then each material change.
+
+    Written to the story-alerts topic keyed by ``story_id``; ``alert_id`` is stable
+    per story and update, so consumers deduplicate (and notifiers use it as the
+    idempotency key).
+    """
+
+    _required: ClassVar[tuple[str, ...]] = ("alert_id", "story_id")
+
+    alert_id: str
+    """`story_alert_id` of story and update."""
+    story_id: str
+    update: int
+    """0 for the first escalation, then 1, 2, ... for each material change."""
+    reasons: list[str]
+    """Why this alert was raised, e.g. ['escalated'], ['severity 2→3', 'breaking']."""
+    story: Story
+    """The story as it stood when the alert was raised."""
+    alerted_at: str
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        alert = super(StoryAlert, cls).from_dict(data)
+        if not isinstance(alert.story, Story):
+            object.__setattr__(alert, "story", Story.from_dict(alert.story))
+        return alert

@@ -83,6 +83,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         ),
         TopicSpec(kafka.decisions_topic, kafka.partitions, compact),
         TopicSpec(kafka.alerts_topic, 1, compact),
+        TopicSpec(kafka.stories_topic, 1, compact),
+        TopicSpec(
+            kafka.story_alerts_topic,
+            1,
+            {"cleanup.policy": "delete", "retention.ms": str(30 * _DAY_MS), **size},
+        ),
         TopicSpec(
             kafka.dead_letter_topic,
             1,

@@ -84,6 +84,8 @@ def isolated_settings(broker: LocalBroker, home: Path, name: str) -> Settings:
     kafka.alerts_topic = f"{prefix}.alerts"
     kafka.decisions_topic = f"{prefix}.decisions"
     kafka.dead_letter_topic = f"{prefix}.dead-letters"
+    kafka.stories_topic = f"{prefix}.stories"
+    kafka.story_alerts_topic = f"{prefix}.story-alerts"
     kafka.group_id = f"{prefix}.group"
     ensure_topics(settings)
     return settings
