@@ -159,6 +159,29 @@ class RunnerSettings:
 class StorySettings:
     """Online story clustering: which articles join one story, and when it is breaking."""
 
+    enabled: bool = True
+    """Group Taiwan-related articles into stories and raise story alerts."""
+    similarity: float = 0.08
+    """Least time-decayed cosine similarity between an article and a story for it to join."""
+    decay_days: float = 8.0
+    """Time constant, in days, of the similarity's decay with the gap to a story's last article."""
+    idle_days: float = 3.0
+    """A story with no new article for this many days (event time) goes dormant and is evicted."""
+    keywords: int = 40
+    """Weighted terms kept per story to match new articles against."""
+    title_weight: float = 3.0
+    """Weight of a headline word against a word of the text."""
+    text_chars: int = 300
+    """Characters of an article's text that count towards matching (the lead)."""
+    breaking_outlets: int = 4
+    """A story is breaking when this many distinct outlets cover it within `breaking_hours`."""
+    breaking_hours: float = 6.0
+    """The window, in hours of event time, of the breaking rule."""
+    outlet_steps: list[int] = field(default_factory=lambda: [3, 5, 10, 20, 50])
+    """Numbers of outlets at which an escalated story raises an update."""
+    max_evidence: int = 5
+    """Evidence sentences kept per story."""
+
 
 @dataclass
 class NotifySettings:

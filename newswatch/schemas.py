@@ -19,12 +19,12 @@ from typing import Any, ClassVar, Self
 __all__ = [
     "SCHEMA_VERSION",
     "SIGNAL_TYPES",
+    "STORY_STATUSES",
     "Alert",
     "Article",
     "Classification",
     "DeadLetter",
     "Decision",
-    "STORY_STATUSES",
     "SchemaError",
     "Story",
     "StoryAlert",
@@ -392,6 +392,8 @@ class Story(_Record):
     """Event time of the last change."""
     revision: int = 0
     """How many times the story changed (0 when created)."""
+    keywords: dict[str, float] = field(default_factory=dict)
+    """The story's weighted key terms, which new articles are matched against."""
     schema_version: int = SCHEMA_VERSION
 
     @classmethod

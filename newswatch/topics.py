@@ -1,4 +1,4 @@
-"""The four newswatch topics, and Kafka clients with safe defaults.
+"""The newswatch topics, and Kafka clients with safe defaults.
 
 ``ensure_topics(settings)`` creates the topics named in `KafkaSettings`, idempotently:
 
@@ -6,7 +6,9 @@
 - decisions: ``partitions`` partitions, compacted (one record per article id);
 - alerts: one partition (readers see alerts in write order), compacted, so a re-sent
   alert with the same alert id replaces the earlier one;
-- dead letters: one partition, kept 30 days.
+- dead letters: one partition, kept 30 days;
+- stories: one partition, compacted (the latest state of each story);
+- story alerts: one partition (alerts in write order), kept 30 days.
 
 Every topic accepts records up to `MAX_MESSAGE_BYTES`. Use `make_producer`,
 `make_consumer` and `make_admin` rather than the kafka-python classes directly:
@@ -20,7 +22,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka import errors as kafka_errors
 from kafka.admin import ConfigResource, ConfigResourceType
 
@@ -37,6 +39,7 @@ __all__ = [
     "make_admin",
     "make_consumer",
     "make_producer",
+    "read_topic",
     "topic_specs",
 ]
 
@@ -288,3 +291,30 @@ def make_admin(bootstrap_servers: str, **overrides: Any) -> KafkaAdminClient:
     }
     config.update(overrides)
     return KafkaAdminClient(bootstrap_servers=bootstrap_servers, **config)
+
+
+def read_topic(bootstrap_servers: str, topic: str, timeout: float = 120.0) -> list[Any]:
+    """Every record currently in ``topic`` (up to the end offsets at the call), per partition.
+
+    Raises:
+        TimeoutError: the records could not all be read within ``timeout`` seconds.
+    """
+    consumer = make_consumer(bootstrap_servers, group_id=None)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} took longer than {timeout:.0f} s")
+            for tp, batch in consumer.poll(timeout_ms=500).items():
+                records.extend(r for r in batch if r.offset < end[tp])
+        return records
+    finally:
+        consumer.close()

@@ -20,7 +20,6 @@ import html
 import json
 import logging
 import statistics
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from typing import Any
 
 from newswatch.config import Settings
 from newswatch.schemas import SIGNAL_TYPES, Alert, DeadLetter, Decision, SchemaError
+from newswatch.topics import read_topic
 from pipelines.archive import parse_ms
 from pipelines.index import IndexPoint, latest_points
 
@@ -119,30 +119,8 @@ class Backtest:
 
 
 def read_records(bootstrap_servers: str, topic: str, timeout: float = 120.0) -> list[Any]:
-    """Every record currently in ``topic``, partition by partition."""
-    from kafka import TopicPartition
-
-    from newswatch.topics import make_consumer
-
-    consumer = make_consumer(bootstrap_servers, group_id=None)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} took longer than {timeout:.0f} s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+    """Every record currently in ``topic`` (see `newswatch.topics.read_topic`)."""
+    return read_topic(bootstrap_servers, topic, timeout)
 
 
 def _parse(cls: Any, records: Iterable[Any], topic: str) -> list[Any]:

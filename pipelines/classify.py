@@ -1,7 +1,7 @@
 """The streaming pipeline: articles topic → classifier → alerts, decisions, dead letters.
 
-    ReadArticles → DecodeArticles → ClassifyArticles (RunInference) → RouteOutcomes
-        → WriteOutcomes (Kafka, acks=all) → CommitOffsets (consumer group)
+    ReadArticles → DecodeArticles → ClassifyArticles (RunInference) → AssignStories
+        → RouteOutcomes → WriteOutcomes (Kafka, acks=all) → CommitOffsets (consumer group)
 
 `build` wires the graph onto a pipeline; `run` executes it on a real Beam
 runner in streaming mode: Prism locally (a single static binary built from
@@ -36,6 +36,7 @@ from pipelines.kafkaio import (
     WriteToKafkaFn,
     plan_partitions,
 )
+from pipelines.stories import AssignStories, reset_books
 from pipelines.transforms import AckKV, ClassifyArticles, DecodeArticles, RouteOutcomesFn
 
 __all__ = ["PipelineReport", "build", "pipeline_options", "run"]
@@ -63,7 +64,10 @@ def build(
     predictions, failed = articles | "ClassifyArticles" >> ClassifyArticles(
         model_handler, kafka.dead_letter_topic
     )
-    decided = predictions | "RouteOutcomes" >> beam.ParDo(RouteOutcomesFn(kafka))
+    routed = predictions
+    if settings.stories.enabled:
+        routed = predictions | "AssignStories" >> AssignStories(servers, kafka, settings.stories)
+    decided = routed | "RouteOutcomes" >> beam.ParDo(RouteOutcomesFn(kafka))
     if index is not None:
         (
             predictions
@@ -158,6 +162,7 @@ def run(
     stop = stop or threading.Event()
     kafkaio.reset_stop()
     kafkaio.reset_ledgers()
+    reset_books()
     watcher = threading.Thread(
         target=_forward_stop, args=(stop,), name="pipeline-stop", daemon=True
     )

@@ -151,7 +151,12 @@ def _failed_batch_to_dead_letters(failure, topic: str) -> Iterator[OutboundRecor
 
 
 class RouteOutcomesFn(beam.DoFn):
-    """(ack, prediction) → one OutboundRecord: a decision, plus an alert if escalation."""
+    """(ack, prediction[, story messages]) → one OutboundRecord.
+
+    The record holds the article's decision, an alert if it escalates, and the
+    story records and story alerts its story step produced, so they are all
+    written before the article's offset is committed.
+    """
 
     def __init__(self, kafka: KafkaSettings) -> None:
         self._alerts_topic = kafka.alerts_topic
@@ -159,8 +164,8 @@ class RouteOutcomesFn(beam.DoFn):
         self._alerts = Metrics.counter(_NAMESPACE, "alerts")
         self._no_alerts = Metrics.counter(_NAMESPACE, "no_alert_decisions")
 
-    def process(self, element: tuple[OutcomeAck, PredictionResult]) -> Iterator[OutboundRecord]:
-        ack, prediction = element
+    def process(self, element: tuple) -> Iterator[OutboundRecord]:
+        ack, prediction, *more = element
         article: Article = prediction.example
         result: Classification = prediction.inference
         decision = Decision.from_classification(article, result)
@@ -175,6 +180,8 @@ class RouteOutcomesFn(beam.DoFn):
             self._alerts.inc()
         else:
             self._no_alerts.inc()
+        for story_messages in more:
+            messages.extend(story_messages)
         yield OutboundRecord(messages=tuple(messages), ack=ack)
 
 

@@ -16,7 +16,16 @@ from kafka import TopicPartition
 
 from connectors.publish import Publisher
 from newswatch.config import PROJECT_ROOT, Settings
-from newswatch.schemas import Alert, Article, DeadLetter, Decision, article_id, utc_now
+from newswatch.schemas import (
+    Alert,
+    Article,
+    DeadLetter,
+    Decision,
+    Story,
+    StoryAlert,
+    article_id,
+    utc_now,
+)
 from newswatch.topics import make_consumer, make_producer
 from pipelines.classify import run
 
@@ -148,13 +157,32 @@ def test_seed_alerts_and_others_do_not_on_a_streaming_runner(settings, published
 
 
 def test_until_idle_processes_the_backlog_and_exits(settings, published):
-    _seed, others = published
+    seed, others = published
     report = run(settings, until_idle=True, install_signal_handlers=False)
     decisions = read_topic(settings, settings.kafka.decisions_topic)
     assert len({Decision.from_bytes(r.value).article_id for r in decisions}) == 1 + len(others)
     committed, end = committed_offsets(settings)
     assert committed == end
     assert report.counters.get("dead_letters_decode") == 1
+
+
+def test_the_seed_becomes_one_escalated_story_with_one_story_alert(settings, published):
+    seed, _others = published
+    run(settings, until_idle=True, install_signal_handlers=False)
+    records = read_topic(settings, settings.kafka.stories_topic)
+    stories = {s.story_id: s for s in (Story.from_bytes(r.value) for r in records)}
+    (story,) = stories.values()
+    assert [a.article_id for a in story.articles] == [seed.id]
+    assert story.escalation and story.status == "escalated" and story.headline == seed.title
+    assert {"rhetoric", "economic", "diplomatic"} <= set(story.signals)
+    assert story.evidence and story.evidence[0].article_id == seed.id
+    alerts = [
+        StoryAlert.from_bytes(r.value)
+        for r in read_topic(settings, settings.kafka.story_alerts_topic)
+    ]
+    assert [(a.story_id, a.update, a.reasons) for a in alerts] == [
+        (story.story_id, 0, ["escalated"])
+    ]
 
 
 def test_restart_resumes_from_committed_offsets(settings, published):
