@@ -16,6 +16,7 @@ as PNG data and also written beside it):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import logging
@@ -28,10 +29,19 @@ from pathlib import Path
 from typing import Any
 
 from newswatch.config import Settings
-from newswatch.schemas import SIGNAL_TYPES, Alert, DeadLetter, Decision, SchemaError
+from newswatch.schemas import (
+    SIGNAL_TYPES,
+    Alert,
+    DeadLetter,
+    Decision,
+    SchemaError,
+    Story,
+    StoryAlert,
+)
 from newswatch.topics import read_topic
 from pipelines.archive import parse_ms
 from pipelines.index import IndexPoint, latest_points
+from pipelines.story_eval import bcubed, load_story_labels, trivial_groupings
 
 __all__ = ["AlertRow", "Backtest", "collect", "label_metrics", "read_records", "write_report"]
 
@@ -93,6 +103,12 @@ class Backtest:
     """Labelled escalations the replay did not alert on."""
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     """Alerts on rows labelled as no escalation."""
+    stories: list[Story] = field(default_factory=list, repr=False)
+    """Every story in its final state, by first article's event time."""
+    story_alerts: list[StoryAlert] = field(default_factory=list, repr=False)
+    """One per story alert id, in write order."""
+    story_scores: dict[str, Any] | None = None
+    """BCubed scores against labelled stories (and the trivial groupings), if labelled."""
 
     @property
     def decisions_count(self) -> int:
@@ -160,6 +176,17 @@ def collect(
             _parse(IndexPoint, read_records(servers, index_topic), "index")
         )
 
+    stories: dict[str, Story] = {}
+    for story in _parse(Story, read_records(servers, kafka.stories_topic), "stories"):
+        held = stories.get(story.story_id)
+        if held is None or story.revision >= held.revision:
+            stories[story.story_id] = story
+    story_alerts: dict[str, StoryAlert] = {}
+    for alert in _parse(
+        StoryAlert, read_records(servers, kafka.story_alerts_topic), "story alerts"
+    ):
+        story_alerts.setdefault(alert.alert_id, alert)
+
     unique: dict[str, Alert] = {}
     for alert in alerts:
         unique[alert.alert_id] = alert  # a re-sent alert replaces the earlier one
@@ -177,12 +204,55 @@ def collect(
         index_points=points,
         index_missing=max(0, len(by_article) - daily) if points else 0,
         sent=sent,
+        stories=sorted(stories.values(), key=lambda s: (s.first_seen, s.story_id)),
+        story_alerts=list(story_alerts.values()),
     )
     if labels is not None:
         from models.evaluate import load_rows
 
         label_metrics(result, load_rows(labels))
+        story_metrics(result, labels)
     return result
+
+
+def story_labels_file(labels: Path) -> Path | None:
+    """The story labels beside a labelled file: ``dev.jsonl`` → ``dev-stories.jsonl``."""
+    candidate = Path(labels).with_name(Path(labels).stem + "-stories.jsonl")
+    return candidate if candidate.is_file() else None
+
+
+def story_metrics(backtest: Backtest, labels: Path) -> None:
+    """BCubed scores of the replay's stories against the labelled rows' stories.
+
+    A row's story comes from its ``story`` field, else from the story labels file
+    beside it (`story_labels_file`); rows the replay did not classify as
+    Taiwan-related count as stories of their own, as in the labels' own scoring.
+    """
+    story_file = story_labels_file(labels)
+    rows = load_story_labels([labels], [story_file] if story_file else [])
+    matched = {r["id"]: r for r in backtest.labels_matched if r.get("id")}
+    rows = [r for r in rows if r["id"] in matched]
+    if not rows:
+        return
+    by_url = {getattr(v, "url", ""): k for k, v in backtest.sent.items()}
+    story_of: dict[str, str] = {}
+    for story in backtest.stories:
+        for member in story.articles:
+            story_of[member.article_id] = story.story_id
+    predicted: dict[str, str] = {}
+    for row in rows:
+        article = row["id"] if row["id"] in backtest.decisions else by_url.get(row.get("url", ""))
+        if article in story_of:
+            predicted[row["id"]] = story_of[article]
+    gold = {r["id"]: r["story"] for r in rows}
+    scores = {"pipeline": bcubed(gold, predicted)}
+    for name, grouping in trivial_groupings(rows).items():
+        scores[name] = bcubed(gold, grouping)
+    backtest.story_scores = {
+        "rows": len(rows),
+        "stories": len(set(gold.values())),
+        "scores": {k: dataclasses.asdict(v) for k, v in scores.items()},
+    }
 
 
 def _alert_row(alert: Alert, sent: Any) -> AlertRow:
@@ -279,6 +349,7 @@ def write_report(result: Any, directory: Path) -> Path:
         "signals.png": _plot_signals(backtest),
         "sources.png": _plot_sources(backtest),
         "latency.png": _plot_latency(backtest),
+        "stories.png": _plot_stories(backtest),
     }
     images: dict[str, str] = {}
     for name, png in plots.items():
@@ -286,6 +357,9 @@ def write_report(result: Any, directory: Path) -> Path:
             continue
         (directory / name).write_bytes(png)
         images[name] = base64.b64encode(png).decode("ascii")
+    _write_jsonl(directory / "alerts.jsonl", (row.alert for row in backtest.alerts))
+    _write_jsonl(directory / "stories.jsonl", backtest.stories)
+    _write_jsonl(directory / "story-alerts.jsonl", backtest.story_alerts)
     summary = _summary(result)
     (directory / "summary.json").write_text(
         json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -293,6 +367,12 @@ def write_report(result: Any, directory: Path) -> Path:
     page = directory / "report.html"
     page.write_text(_html(result, summary, images), encoding="utf-8")
     return page
+
+
+def _write_jsonl(path: Path, records: Iterable[Any]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(record.to_json() + "\n")
 
 
 def _summary(result: Any) -> dict[str, Any]:
@@ -322,13 +402,43 @@ def _summary(result: Any) -> dict[str, Any]:
         "articles_per_second": round(result.articles_per_second, 2),
         "alerts_per_signal": backtest.per_signal(),
         "latency_median_seconds": round(statistics.median(latencies), 1) if latencies else None,
+        "stories": len(backtest.stories),
+        "escalated_stories": sum(1 for s in backtest.stories if s.escalation),
+        "story_alerts": sum(1 for a in backtest.story_alerts if a.update == 0),
+        "story_updates": sum(1 for a in backtest.story_alerts if a.update > 0),
+        "breaking_stories": _breaking(backtest),
     }
+    if backtest.story_scores is not None:
+        out["story_scores"] = backtest.story_scores
     if backtest.metrics is not None:
         out["labels"] = {
             "matched": backtest.metrics.n,
             "unmatched": backtest.labels_unmatched,
             **backtest.metrics.to_dict(),
         }
+    return out
+
+
+def _breaking(backtest: Backtest) -> list[dict[str, Any]]:
+    """Stories that were flagged breaking: when, relative to their first article."""
+    out = []
+    for alert in backtest.story_alerts:
+        if "breaking" not in alert.reasons:
+            continue
+        story = alert.story
+        first, flagged = _seconds(story.first_seen), _seconds(story.status_changed_at)
+        out.append(
+            {
+                "story_id": story.story_id,
+                "headline": story.headline,
+                "first_seen": story.first_seen,
+                "breaking_at": story.status_changed_at,
+                "hours_after_first_article": round((flagged - first) / 3600, 1)
+                if first is not None and flagged is not None
+                else None,
+                "outlets": story.outlets,
+            }
+        )
     return out
 
 
@@ -446,6 +556,49 @@ def _plot_signals(backtest: Backtest) -> bytes:
     return _png(figure)
 
 
+def _story_lanes(backtest: Backtest, top: int) -> list[Story]:
+    """The stories worth a lane: escalated first, then the largest, by first article."""
+    ranked = sorted(
+        (s for s in backtest.stories if s.escalation or len(s.articles) > 1),
+        key=lambda s: (not s.escalation, -len(s.articles), s.first_seen),
+    )[:top]
+    return sorted(ranked, key=lambda s: (s.first_seen, s.story_id))
+
+
+def _plot_stories(backtest: Backtest, top: int = 30) -> bytes | None:
+    """One lane per story, its articles as points (escalations in red), breaking marked."""
+    lanes = _story_lanes(backtest, top)
+    if not lanes:
+        return None
+    figure, axes = _figure(max(2.6, 0.32 * len(lanes) + 1.2))
+    for y, story in enumerate(lanes):
+        times = [_when(m.published) for m in story.articles if m.published]
+        if not times:
+            continue
+        axes.plot([min(times), max(times)], [y, y], color="#BBBBBB", linewidth=1, zorder=1)
+        calm = [_when(m.published) for m in story.articles if m.published and not m.escalation]
+        hot = [_when(m.published) for m in story.articles if m.published and m.escalation]
+        axes.scatter(calm, [y] * len(calm), s=14, color="#777777", zorder=2)
+        axes.scatter(hot, [y] * len(hot), s=22, color="#C0392B", zorder=3)
+        if any(
+            "breaking" in a.reasons for a in backtest.story_alerts if a.story_id == story.story_id
+        ):
+            axes.scatter(
+                [_when(story.status_changed_at)], [y], marker="*", s=90, color="#E69F00", zorder=4
+            )
+    axes.set_yticks(range(len(lanes)))
+    axes.set_yticklabels([s.headline[:60] for s in lanes], fontsize=7)
+    axes.invert_yaxis()
+    axes.set_title(
+        f"Stories ({len(lanes)} of {len(backtest.stories)}: escalated first, then the largest); "
+        "red: escalating article, star: breaking",
+        loc="left",
+        fontsize=9,
+    )
+    figure.autofmt_xdate()
+    return _png(figure)
+
+
 def _plot_sources(backtest: Backtest, top: int = 15) -> bytes:
     rows = backtest.per_source()[:top]
     figure, axes = _figure(max(2.4, 0.28 * len(rows) + 1.0))
@@ -533,7 +686,8 @@ def _html(result: Any, summary: dict[str, Any], images: dict[str, str]) -> str:
         f"<p class='muted'>{summary['index_windows']:,} windows; "
         f"{summary['index_missing']:,} classified articles arrived later than the allowed "
         "lateness and are not counted in the index.</p>",
-        f"<h2>Alerts ({len(backtest.alerts):,})</h2>",
+        *_stories_html(backtest, image),
+        f"<h2>Article alerts ({len(backtest.alerts):,})</h2>",
         "<table><tr><th>published (UTC)</th><th>title and evidence</th><th>source</th>"
         "<th class='num'>score</th><th>signals</th><th class='num'>severity</th>"
         "<th class='num'>latency</th></tr>",
@@ -580,6 +734,51 @@ def _html(result: Any, summary: dict[str, Any], images: dict[str, str]) -> str:
         "beside this page. Texts are copyright of their outlets.</p></body></html>",
     ]
     return "\n".join(parts)
+
+
+def _stories_html(backtest: Backtest, image: Any, top: int = 60) -> list[str]:
+    e = html.escape
+    escalated = [s for s in backtest.stories if s.escalation]
+    firsts = sum(1 for a in backtest.story_alerts if a.update == 0)
+    parts = [
+        f"<h2>Stories ({len(backtest.stories):,}; {len(escalated):,} escalated)</h2>",
+        f"<p class='muted'>{len(backtest.alerts):,} article alerts became {firsts:,} story "
+        f"alerts and {len(backtest.story_alerts) - firsts:,} updates on material change.</p>",
+        image("stories.png", "Story timeline"),
+    ]
+    if backtest.story_scores:
+        scores = backtest.story_scores
+        parts.append(
+            f"<p>Against {scores['rows']:,} labelled rows in {scores['stories']:,} labelled "
+            "stories (BCubed):</p><table><tr><th>grouping</th><th class='num'>precision</th>"
+            "<th class='num'>recall</th><th class='num'>F1</th></tr>"
+        )
+        for name, v in scores["scores"].items():
+            parts.append(
+                f"<tr><td>{e(name)}</td><td class='num'>{v['precision']:.3f}</td>"
+                f"<td class='num'>{v['recall']:.3f}</td><td class='num'>{v['f1']:.3f}</td></tr>"
+            )
+        parts.append("</table>")
+    parts.append(
+        "<table><tr><th>first seen (UTC)</th><th>headline and evidence</th>"
+        "<th class='num'>articles</th><th class='num'>outlets</th><th>status</th>"
+        "<th>signals</th><th class='num'>severity</th><th class='num'>score</th></tr>"
+    )
+    shown = sorted(
+        backtest.stories, key=lambda s: (not s.escalation, -len(s.articles), s.first_seen)
+    )[:top]
+    for story in sorted(shown, key=lambda s: (s.first_seen, s.story_id)):
+        evidence = e(story.evidence[0].sentence) if story.evidence else ""
+        signals = ", ".join(f"{e(k)} {v}" for k, v in story.signals.items())
+        parts.append(
+            f"<tr><td>{e(story.first_seen.replace('T', ' '))}</td>"
+            f"<td>{e(story.headline)}<div class='evidence'>{evidence}</div></td>"
+            f"<td class='num'>{len(story.articles)}</td><td class='num'>{story.outlets}</td>"
+            f"<td>{e(story.status)}</td><td>{signals}</td>"
+            f"<td class='num'>{story.severity}</td><td class='num'>{story.max_score:.2f}</td></tr>"
+        )
+    parts.append("</table>")
+    return parts
 
 
 def _metrics_html(backtest: Backtest) -> str:

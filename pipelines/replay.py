@@ -112,14 +112,11 @@ def replay_settings(settings: Settings, run_id: str) -> Settings:
         alerts_topic=prefix + "alerts",
         decisions_topic=prefix + "decisions",
         dead_letter_topic=prefix + "dead-letters",
+        stories_topic=prefix + "stories",
+        story_alerts_topic=prefix + "story-alerts",
         group_id=prefix + "pipeline",
     )
-    live = {
-        settings.kafka.articles_topic,
-        settings.kafka.alerts_topic,
-        settings.kafka.decisions_topic,
-        settings.kafka.dead_letter_topic,
-    }
+    live = set(_topics(settings.kafka, ""))
     ours = _topics(kafka, prefix + "index")
     if live & set(ours) or not all(t.startswith(REPLAY_PREFIX) for t in ours):
         raise ConfigError(f"replay topics {ours} would overlap the live topics {sorted(live)}")
@@ -127,13 +124,15 @@ def replay_settings(settings: Settings, run_id: str) -> Settings:
 
 
 def _topics(kafka: Any, index_topic: str) -> list[str]:
-    return [
+    names = [
         kafka.articles_topic,
         kafka.alerts_topic,
         kafka.decisions_topic,
         kafka.dead_letter_topic,
-        index_topic,
+        kafka.stories_topic,
+        kafka.story_alerts_topic,
     ]
+    return [*names, index_topic] if index_topic else names
 
 
 def index_topic(settings: Settings) -> str:

@@ -8,8 +8,9 @@ words count `StorySettings.title_weight` times a word of the lead; weights are
 inverse document frequencies over labelled pre-2024 news, `story_idf.json`);
 the cosine similarity decays with the event-time gap to the story's latest
 article (`decay_days`) and must reach `similarity`. Candidates come from an
-inverted index of the open stories' keywords, so an article is compared only
-with stories that share a term with it, never with all of them. A story idle
+inverted index of each open story's strongest keywords (`index_terms`), so an
+article is compared only with stories that share one of its own strongest
+terms, never with all of them. A story idle
 for `idle_days` of event time goes dormant: written once more, then evicted.
 Parameters were chosen by BCubed F1 against stories labelled by hand (see
 README, "Stories").
@@ -47,10 +48,19 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import VarIntCoder
+from apache_beam.coders import PickleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.transforms import window
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Timestamp
 
+from newswatch import metrics
 from newswatch.config import StorySettings
 from newswatch.schemas import (
     SIGNAL_TYPES,
@@ -146,6 +156,11 @@ def _unit(weights: dict[str, float]) -> dict[str, float]:
     return {t: w / norm for t, w in weights.items()}
 
 
+def _top(weights: dict[str, float], n: int) -> list[str]:
+    """The ``n`` heaviest terms (ties broken by the term, so the choice is deterministic)."""
+    return [t for t, _ in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
 def _cosine(a: dict[str, float], b: dict[str, float]) -> float:
     if len(a) > len(b):
         a, b = b, a
@@ -201,6 +216,10 @@ class _Open:
     revision: int
     last_alert: StoryAlert | None = None
     ids: set[str] = field(default_factory=set)
+    title_weights: list[dict[str, float]] = field(default_factory=list)
+    """Headline-only weights of each member, in member order (filled as needed)."""
+    headline_weights: list[dict[str, float]] = field(default_factory=list)
+    headline_ids: list[str] = field(default_factory=list)
 
     @property
     def first(self) -> float:
@@ -237,23 +256,41 @@ class StoryBook:
 
     # ------------------------------------------------------------------ matching
     def _candidates(self, weights: dict[str, float]) -> set[str]:
+        """Open stories that share one of the article's strongest terms among their own."""
         found: set[str] = set()
-        for term in weights:
+        for term in _top(weights, self.settings.index_terms):
             found |= self._index.get(term, set())
         return found
 
-    def _score(self, weights: dict[str, float], story: _Open, when: float) -> float:
+    def _score(
+        self, weights: dict[str, float], headline: dict[str, float], story: _Open, when: float
+    ) -> float:
         gap = max(0.0, when - story.last) / _DAY
         if gap > self.settings.idle_days:
             return 0.0
-        return _cosine(weights, _unit(story.keywords)) * math.exp(-gap / self.settings.decay_days)
+        similarity = _cosine(weights, _unit(story.keywords))
+        if self.settings.headline_link > 0:
+            closest = max((_cosine(headline, h) for h in self._headlines(story)), default=0.0)
+            similarity = max(similarity, self.settings.headline_link * closest)
+        return similarity * math.exp(-gap / self.settings.decay_days)
+
+    def _headlines(self, story: _Open) -> list[dict[str, float]]:
+        """Headline-only weights of the story's latest members (cached)."""
+        recent = story.members[-self.settings.headline_members :]
+        if len(story.headline_weights) != len(recent) or (
+            recent and story.headline_ids[-1] != recent[-1].article_id
+        ):
+            story.headline_weights = [self._vectorizer.weights(m.title) for m in recent]
+            story.headline_ids = [m.article_id for m in recent]
+        return story.headline_weights
 
     def match(self, title: str, text: str, when: float) -> tuple[str | None, float]:
         """The open story an article would join (or None) and its similarity."""
         weights = self._vectorizer.weights(title, text)
+        headline = self._vectorizer.weights(title)
         best, best_score = None, 0.0
         for sid in sorted(self._candidates(weights)):
-            score = self._score(weights, self._open[sid], when)
+            score = self._score(weights, headline, self._open[sid], when)
             if score > best_score:
                 best, best_score = sid, score
         if best_score < self.settings.similarity:
@@ -417,9 +454,11 @@ class StoryBook:
     def _headline(self, story: _Open) -> str:
         """The member title closest to the story's keywords (the earliest among equals)."""
         centre = _unit(story.keywords)
+        for member in story.members[len(story.title_weights) :]:
+            story.title_weights.append(self._vectorizer.weights(member.title))
         best, best_score = story.members[0].title, -1.0
-        for member in story.members:
-            score = _cosine(self._vectorizer.weights(member.title), centre)
+        for member, weights in zip(story.members, story.title_weights, strict=True):
+            score = _cosine(weights, centre)
             if score > best_score + 1e-9:
                 best, best_score = member.title, score
         return best
@@ -441,7 +480,7 @@ class StoryBook:
         return changes
 
     def _unindex(self, story: _Open) -> None:
-        for term in story.keywords:
+        for term in _top(story.keywords, self.settings.index_terms):
             holders = self._index.get(term)
             if holders is not None:
                 holders.discard(story.story_id)
@@ -449,7 +488,7 @@ class StoryBook:
                     del self._index[term]
 
     def _reindex(self, story: _Open) -> None:
-        for term in story.keywords:
+        for term in _top(story.keywords, self.settings.index_terms):
             self._index.setdefault(term, set()).add(story.story_id)
 
     def recover(self, stories: Iterable[Story], alerts: Iterable[StoryAlert] = ()) -> int:
@@ -548,13 +587,19 @@ def _records(cls: Any, records: Iterable[Any], topic: str) -> list[Any]:
 
 
 class AssignStoriesFn(beam.DoFn):
-    """(key, (ack, prediction)) → (ack, prediction, story messages) in arrival order.
+    """(key, (ack, prediction)) → (ack, prediction, story messages), in event-time order.
 
     Every element carries the same key, so the runner hands them over one at a
-    time (a stateful DoFn); the state itself is the worker's `StoryBook`.
+    time (a stateful DoFn). Elements wait in a bag until the watermark passes
+    their event time, then go into the worker's `StoryBook` sorted by event
+    time: partitions read at different speeds (a replay, a backlog after a
+    restart) still build stories in the order things happened, and a story's
+    id comes from its earliest article.
     """
 
-    SEEN = ReadModifyWriteStateSpec("articles_seen", VarIntCoder())
+    BUFFER = BagStateSpec("waiting", PickleCoder())
+    NEXT = ReadModifyWriteStateSpec("next_flush", VarIntCoder())
+    FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
     def __init__(self, servers: str, kafka: Any, settings: StorySettings) -> None:
         self._servers = servers
@@ -567,41 +612,96 @@ class AssignStoriesFn(beam.DoFn):
     def setup(self) -> None:
         self._book = _recovered_book(self._servers, self._kafka, self._settings)
 
-    def process(self, element: Any, seen=beam.DoFn.StateParam(SEEN)) -> Iterator[Any]:
+    def process(
+        self,
+        element: Any,
+        timestamp=beam.DoFn.TimestampParam,
+        waiting=beam.DoFn.StateParam(BUFFER),
+        next_flush=beam.DoFn.StateParam(NEXT),
+        flush=beam.DoFn.TimerParam(FLUSH),
+    ) -> Iterator[Any]:
         _key, (ack, prediction) = element
-        seen.write((seen.read() or 0) + 1)
-        result: Classification = prediction.inference
-        if not result.taiwan_related:
-            yield ack, prediction, ()
-            return
+        micros = int(timestamp.micros)
+        waiting.add((micros, ack, prediction))
+        due = next_flush.read()
+        if due is None or micros < due:
+            next_flush.write(micros)
+            flush.set(Timestamp(micros=micros))
+        return iter(())
+
+    @on_timer(FLUSH)
+    def release(
+        self,
+        fired=beam.DoFn.TimestampParam,
+        waiting=beam.DoFn.StateParam(BUFFER),
+        next_flush=beam.DoFn.StateParam(NEXT),
+        flush=beam.DoFn.TimerParam(FLUSH),
+    ) -> Iterator[Any]:
         assert self._book is not None
-        with self._book.lock:
-            changes = self._book.add(prediction.example, result)
-        yield ack, prediction, tuple(self._messages(changes))
+        limit = int(fired.micros)
+        held = list(waiting.read())
+        ready = sorted(
+            (item for item in held if item[0] <= limit),
+            key=lambda item: (item[0], item[2].example.id),
+        )
+        later = [item for item in held if item[0] > limit]
+        waiting.clear()
+        for item in later:
+            waiting.add(item)
+        if later:
+            due = min(item[0] for item in later)
+            next_flush.write(due)
+            flush.set(Timestamp(micros=due))
+        else:
+            next_flush.clear()
+        for _micros, ack, prediction in ready:
+            with self._book.lock:
+                changes = self._book.add(prediction.example, prediction.inference)
+            yield ack, prediction, tuple(self._messages(changes))
 
     def _messages(self, changes: Iterable[StoryChange]) -> Iterator[OutboundMessage]:
         for change in changes:
             key = change.story.story_id.encode()
             self._stories.inc()
+            metrics.STORIES.labels(status=change.story.status).inc()
             yield OutboundMessage(self._kafka.stories_topic, key, change.story.to_bytes())
             if change.alert is not None:
                 self._alerts.inc()
+                metrics.STORY_ALERTS.inc()
                 yield OutboundMessage(self._kafka.story_alerts_topic, key, change.alert.to_bytes())
 
 
+def _at_event_time(element: Any) -> Any:
+    """Back at the article's own event time (RunInference's batches carry one timestamp)."""
+    _ack, prediction = element
+    seconds = article_time(prediction.example)
+    return window.TimestampedValue(("stories", element), Timestamp(micros=int(seconds * 1e6)))
+
+
+def _is_taiwan_related(element: Any, partitions: int) -> int:
+    return 0 if element[1].inference.taiwan_related else 1
+
+
 class AssignStories(beam.PTransform):
-    """(ack, prediction) → (ack, prediction, story messages); see `AssignStoriesFn`."""
+    """(ack, prediction) → (ack, prediction, story messages); see `AssignStoriesFn`.
+
+    Articles the classifier finds unrelated to Taiwan join no story and pass
+    straight through with no messages.
+    """
 
     def __init__(self, servers: str, kafka: Any, settings: StorySettings) -> None:
         super().__init__()
         self._fn = AssignStoriesFn(servers, kafka, settings)
 
     def expand(self, predictions):
-        return (
-            predictions
-            | "OneKey" >> beam.Map(lambda element: ("stories", element))
-            | "Assign" >> beam.ParDo(self._fn)
+        taiwan, other = predictions | "TaiwanRelated" >> beam.Partition(_is_taiwan_related, 2)
+        passed = other | "NoStory" >> beam.Map(lambda element: (*element, ()))
+        storied = (
+            taiwan
+            | "AtEventTime" >> beam.Map(_at_event_time)
+            | "InEventTimeOrder" >> beam.ParDo(self._fn)
         )
+        return (passed, storied) | "WithStories" >> beam.Flatten()
 
 
 def build_idf_table(paths: Sequence[Path], out: Path = IDF_FILE) -> dict[str, Any]:

@@ -20,6 +20,8 @@ def newswatch(*args: str, settings: Settings, timeout: float = 300) -> subproces
             f"--articles-topic={kafka.articles_topic}",
             f"--decisions-topic={kafka.decisions_topic}",
             f"--dead-letter-topic={kafka.dead_letter_topic}",
+            f"--stories-topic={kafka.stories_topic}",
+            f"--story-alerts-topic={kafka.story_alerts_topic}",
             f"--group-id={kafka.group_id}",
         ]
     return subprocess.run(

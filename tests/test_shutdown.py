@@ -72,6 +72,8 @@ def start_pipeline(settings: Settings, log: Path) -> subprocess.Popen:
                 f"--alerts-topic={kafka.alerts_topic}",
                 f"--decisions-topic={kafka.decisions_topic}",
                 f"--dead-letter-topic={kafka.dead_letter_topic}",
+                f"--stories-topic={kafka.stories_topic}",
+                f"--story-alerts-topic={kafka.story_alerts_topic}",
                 f"--group-id={kafka.group_id}",
             ],
             stdin=subprocess.DEVNULL,
