@@ -35,6 +35,7 @@ the same stories.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import math
@@ -48,16 +49,11 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder, VarIntCoder
+from apache_beam.coders import VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (
-    BagStateSpec,
-    ReadModifyWriteStateSpec,
-    TimerSpec,
-    on_timer,
-)
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
 
 from newswatch import metrics
@@ -80,6 +76,7 @@ from pipelines.kafkaio import OutboundMessage
 __all__ = [
     "AssignStories",
     "AssignStoriesFn",
+    "AssignStoriesInOrderFn",
     "StoryBook",
     "StoryChange",
     "Vectorizer",
@@ -191,12 +188,13 @@ def _iso(seconds: float) -> str:
 def article_time(article: Article) -> float:
     """Event time of an article, in seconds: publication, else ingest time.
 
-    A publication time more than an hour after the ingest time is a feed's
-    mistake; the ingest time is used instead.
+    A publication time after the ingest time is a feed's mistake (a wrong time
+    zone, a scheduled post): the ingest time is used instead, so no article
+    holds the others back waiting for its future.
     """
     ingested = _parse(article.ingested_at)
     published = _parse(article.published)
-    if published is not None and (ingested is None or published <= ingested + 3600):
+    if published is not None and (ingested is None or published <= ingested):
         return published
     return ingested if ingested is not None else 0.0
 
@@ -265,7 +263,8 @@ class StoryBook:
     def _score(
         self, weights: dict[str, float], headline: dict[str, float], story: _Open, when: float
     ) -> float:
-        gap = max(0.0, when - story.last) / _DAY
+        # A late article (earlier than the story's latest) counts from the story's span.
+        gap = max(0.0, when - story.last, story.first - when) / _DAY
         if gap > self.settings.idle_days:
             return 0.0
         similarity = _cosine(weights, _unit(story.keywords))
@@ -467,7 +466,7 @@ class StoryBook:
     def evict(self, now: float) -> list[StoryChange]:
         """Retire stories idle for ``idle_days`` before ``now``; their dormant records."""
         self.clock = max(self.clock, now)
-        limit = self.clock - self.settings.idle_days * _DAY
+        limit = self.clock - (self.settings.idle_days + self.settings.late_days) * _DAY
         changes = []
         for sid in [s for s, story in self._open.items() if story.last < limit]:
             story = self._open.pop(sid)
@@ -554,6 +553,7 @@ def reset_books() -> None:
     """Forget every worker-process story book (a new pipeline run recovers from the topics)."""
     with _BOOKS_LOCK:
         _BOOKS.clear()
+        _WAITING.clear()
 
 
 def _recovered_book(servers: str, kafka: Any, settings: StorySettings) -> StoryBook:
@@ -586,18 +586,57 @@ def _records(cls: Any, records: Iterable[Any], topic: str) -> list[Any]:
     return parsed
 
 
+class _Waiting:
+    """Articles waiting for the watermark, earliest event time first (one per article)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, str, Any, Any]] = []
+        self._held: set[str] = set()
+        self.released = 0
+        """Event time (micros) up to which articles were released."""
+
+    def add(self, micros: int, ack: Any, prediction: Any) -> bool:
+        """Hold an article; False if it is already held (a retried bundle)."""
+        key = prediction.example.id
+        if key in self._held:
+            return False
+        self._held.add(key)
+        heapq.heappush(self._heap, (micros, key, ack, prediction))
+        return True
+
+    def release(self, limit: int) -> list[tuple[Any, Any]]:
+        """Every article at or before ``limit``, in event-time order."""
+        self.released = max(self.released, limit)
+        out = []
+        while self._heap and self._heap[0][0] <= limit:
+            _micros, key, ack, prediction = heapq.heappop(self._heap)
+            self._held.discard(key)
+            out.append((ack, prediction))
+        return out
+
+    def latest(self) -> int | None:
+        return max((item[0] for item in self._heap), default=None)
+
+
+#: Articles waiting for the watermark, per stories topic (see `AssignStoriesFn`).
+_WAITING: dict[tuple[str, str], _Waiting] = {}
+
+
 class AssignStoriesFn(beam.DoFn):
     """(key, (ack, prediction)) → (ack, prediction, story messages), in event-time order.
 
     Every element carries the same key, so the runner hands them over one at a
-    time (a stateful DoFn). Elements wait in a bag until the watermark passes
-    their event time, then go into the worker's `StoryBook` sorted by event
-    time: partitions read at different speeds (a replay, a backlog after a
-    restart) still build stories in the order things happened, and a story's
-    id comes from its earliest article.
+    time (a stateful DoFn). Articles wait until the watermark passes their
+    event time (an event-time timer set to the latest one held), then go into the
+    worker's `StoryBook` sorted by event time: partitions read at different
+    speeds (a replay, a backlog after a restart) still build stories in the
+    order things happened, and a story's id comes from its earliest article.
+
+    The waiting articles are held in the worker's memory, like the book: their
+    offsets are not committed until their outcomes are written, so a crashed
+    worker's successor reads them again.
     """
 
-    BUFFER = BagStateSpec("waiting", PickleCoder())
     NEXT = ReadModifyWriteStateSpec("next_flush", VarIntCoder())
     FLUSH = TimerSpec("flush", TimeDomain.WATERMARK)
 
@@ -607,24 +646,41 @@ class AssignStoriesFn(beam.DoFn):
         self._settings = settings
         self._stories = Metrics.counter(_NAMESPACE, "story_updates")
         self._alerts = Metrics.counter(_NAMESPACE, "story_alerts")
+        self._late = Metrics.counter(_NAMESPACE, "story_late_articles")
         self._book: StoryBook | None = None
+        self._waiting: _Waiting | None = None
 
     def setup(self) -> None:
         self._book = _recovered_book(self._servers, self._kafka, self._settings)
+        with _BOOKS_LOCK:
+            self._waiting = _WAITING.setdefault(
+                (self._servers, self._kafka.stories_topic), _Waiting()
+            )
 
     def process(
         self,
         element: Any,
         timestamp=beam.DoFn.TimestampParam,
-        waiting=beam.DoFn.StateParam(BUFFER),
         next_flush=beam.DoFn.StateParam(NEXT),
         flush=beam.DoFn.TimerParam(FLUSH),
     ) -> Iterator[Any]:
+        assert self._book is not None and self._waiting is not None
         _key, (ack, prediction) = element
         micros = int(timestamp.micros)
-        waiting.add((micros, ack, prediction))
+        with self._book.lock:
+            self._waiting.add(micros, ack, prediction)
+            if micros < self._waiting.released:
+                self._late.inc()
+                logger.debug(
+                    "article %s arrived %.1f h behind stories already built",
+                    prediction.example.id,
+                    (self._waiting.released - micros) / 3.6e9,
+                )
+        # The timer waits for the latest article held: when the watermark passes it,
+        # everything held goes in one firing (one firing per article would cost a
+        # runner round trip each when a replay's watermark jumps at the end).
         due = next_flush.read()
-        if due is None or micros < due:
+        if due is None or micros > due:
             next_flush.write(micros)
             flush.set(Timestamp(micros=micros))
         return iter(())
@@ -633,28 +689,19 @@ class AssignStoriesFn(beam.DoFn):
     def release(
         self,
         fired=beam.DoFn.TimestampParam,
-        waiting=beam.DoFn.StateParam(BUFFER),
         next_flush=beam.DoFn.StateParam(NEXT),
         flush=beam.DoFn.TimerParam(FLUSH),
     ) -> Iterator[Any]:
-        assert self._book is not None
-        limit = int(fired.micros)
-        held = list(waiting.read())
-        ready = sorted(
-            (item for item in held if item[0] <= limit),
-            key=lambda item: (item[0], item[2].example.id),
-        )
-        later = [item for item in held if item[0] > limit]
-        waiting.clear()
-        for item in later:
-            waiting.add(item)
-        if later:
-            due = min(item[0] for item in later)
+        assert self._book is not None and self._waiting is not None
+        with self._book.lock:
+            ready = self._waiting.release(int(fired.micros))
+            due = self._waiting.latest()
+        if due is not None:
             next_flush.write(due)
             flush.set(Timestamp(micros=due))
         else:
             next_flush.clear()
-        for _micros, ack, prediction in ready:
+        for ack, prediction in ready:
             with self._book.lock:
                 changes = self._book.add(prediction.example, prediction.inference)
             yield ack, prediction, tuple(self._messages(changes))
@@ -671,11 +718,46 @@ class AssignStoriesFn(beam.DoFn):
                 yield OutboundMessage(self._kafka.story_alerts_topic, key, change.alert.to_bytes())
 
 
+class AssignStoriesInOrderFn(beam.DoFn):
+    """("stories", [(ack, prediction), ...]) → (ack, prediction, story messages), bounded.
+
+    A bounded run (a replay on the DaskRunner, which has neither state nor
+    timers) has all its Taiwan-related articles in one group: they go into a
+    fresh `StoryBook` sorted by event time, then article id, the order in which
+    `AssignStoriesFn` releases them once the watermark has passed them all.
+    Nothing is recovered from Kafka: a bounded run starts with no stories.
+    """
+
+    _messages = AssignStoriesFn._messages  # the same story and story-alert records
+
+    def __init__(self, kafka: Any, settings: StorySettings) -> None:
+        self._kafka = kafka
+        self._settings = settings
+        self._stories = Metrics.counter(_NAMESPACE, "story_updates")
+        self._alerts = Metrics.counter(_NAMESPACE, "story_alerts")
+
+    def process(self, element: Any) -> Iterator[Any]:
+        _key, items = element
+        book = StoryBook(self._settings)
+        for ack, prediction in sorted(items, key=_event_order):
+            changes = book.add(prediction.example, prediction.inference)
+            yield ack, prediction, tuple(self._messages(changes))
+
+
+def _event_micros(article: Article) -> int:
+    return int(article_time(article) * 1e6)
+
+
+def _event_order(item: Any) -> tuple[int, str]:
+    """(event time, article id): the order `AssignStoriesFn` releases articles in."""
+    return _event_micros(item[1].example), item[1].example.id
+
+
 def _at_event_time(element: Any) -> Any:
     """Back at the article's own event time (RunInference's batches carry one timestamp)."""
     _ack, prediction = element
-    seconds = article_time(prediction.example)
-    return window.TimestampedValue(("stories", element), Timestamp(micros=int(seconds * 1e6)))
+    micros = _event_micros(prediction.example)
+    return window.TimestampedValue(("stories", element), Timestamp(micros=micros))
 
 
 def _is_taiwan_related(element: Any, partitions: int) -> int:
@@ -686,21 +768,38 @@ class AssignStories(beam.PTransform):
     """(ack, prediction) → (ack, prediction, story messages); see `AssignStoriesFn`.
 
     Articles the classifier finds unrelated to Taiwan join no story and pass
-    straight through with no messages.
+    straight through with no messages. ``bounded``: the input is finite and
+    the runner may lack state and timers; all Taiwan-related articles are
+    grouped and assigned in event-time order (`AssignStoriesInOrderFn`).
     """
 
-    def __init__(self, servers: str, kafka: Any, settings: StorySettings) -> None:
+    def __init__(
+        self, servers: str, kafka: Any, settings: StorySettings, *, bounded: bool = False
+    ) -> None:
         super().__init__()
-        self._fn = AssignStoriesFn(servers, kafka, settings)
+        self._bounded = bounded
+        self._fn = (
+            AssignStoriesInOrderFn(kafka, settings)
+            if bounded
+            else AssignStoriesFn(servers, kafka, settings)
+        )
 
     def expand(self, predictions):
         taiwan, other = predictions | "TaiwanRelated" >> beam.Partition(_is_taiwan_related, 2)
         passed = other | "NoStory" >> beam.Map(lambda element: (*element, ()))
-        storied = (
-            taiwan
-            | "AtEventTime" >> beam.Map(_at_event_time)
-            | "InEventTimeOrder" >> beam.ParDo(self._fn)
-        )
+        if self._bounded:
+            storied = (
+                taiwan
+                | "OneKey" >> beam.Map(lambda element: ("stories", element))
+                | "AllTogether" >> beam.GroupByKey()
+                | "InEventTimeOrder" >> beam.ParDo(self._fn)
+            )
+        else:
+            storied = (
+                taiwan
+                | "AtEventTime" >> beam.Map(_at_event_time)
+                | "InEventTimeOrder" >> beam.ParDo(self._fn)
+            )
         return (passed, storied) | "WithStories" >> beam.Flatten()
 
 
