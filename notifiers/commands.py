@@ -1,0 +1,106 @@
+"""``newswatch notify``: deliver story alerts to webhooks, e-mail, commands and files.
+
+Routes come from the config file (``[[notify.routes]]``, see README.md,
+"Notifications"); ``--notify-webhook URL`` adds one webhook route with the
+default timing. The notifier reads the story-alerts topic in its own consumer
+group and commits an alert only once it was delivered (or dead-lettered), so a
+crash or a stop re-delivers, with the same idempotency key, and drops nothing.
+
+Examples::
+
+    newswatch notify --config newswatch.toml
+    newswatch notify --notify-webhook https://hooks.example.org/newswatch --until-idle
+
+SIGINT/SIGTERM stop: attempts in flight finish, retry waits are cut short, and
+whatever is not delivered is left for the next start; a second signal exits at
+once. Without ``--bootstrap-servers`` the embedded broker is started (and kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from newswatch.config import add_common_flags, add_flags, load_settings
+
+__all__ = ["NOTIFY_FLAGS", "register", "stop_on_signals"]
+
+logger = logging.getLogger(__name__)
+
+#: The notify settings offered as flags, as ``--notify-<field>``.
+NOTIFY_FLAGS = ["webhook", "follow", "group_id", "give_up_after", "max_backoff"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``newswatch notify``."""
+    parser = subparsers.add_parser(
+        "notify",
+        help="deliver story alerts to webhooks, e-mail, commands or files",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_flags(parser)
+    add_flags(
+        parser,
+        "kafka",
+        ["bootstrap_servers", "story_alerts_topic", "alerts_topic", "dead_letter_topic"],
+    )
+    add_flags(parser, "notify", NOTIFY_FLAGS, prefix="notify-")
+    parser.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="deliver what the topics hold now (groups are sent at once), then exit 0 "
+        "(default: run until stopped)",
+    )
+    parser.set_defaults(handler=_notify_command)
+
+
+def _notify_command(args: argparse.Namespace) -> int:
+    # Imported here so that `newswatch --help` does not load Kafka.
+    from newswatch.topics import ensure_topics
+    from notifiers.service import NotifierService
+
+    settings = load_settings(args)
+    service = NotifierService(settings)  # a bad route fails before any broker is touched
+    if settings.embedded_broker:
+        from newswatch.broker import LocalBroker
+
+        LocalBroker(settings.broker).start()
+    ensure_topics(settings)
+    stop, finish = threading.Event(), threading.Event()
+    if args.until_idle:
+        finish.set()
+    restore = stop_on_signals(stop, "notifier")
+    try:
+        report = service.run(stop, finish)
+    finally:
+        restore()
+    print(f"newswatch: {report.summary()}", file=sys.stderr)
+    return 0
+
+
+def stop_on_signals(stop: threading.Event, what: str) -> Callable[[], None]:
+    """Set ``stop`` on the first SIGINT/SIGTERM, exit on the second; returns the undo."""
+
+    def handle(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        logger.warning(
+            "%s: stopping %s (undelivered alerts stay for the next start; repeat to exit now)",
+            signal.Signals(signum).name,
+            what,
+        )
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
