@@ -41,6 +41,7 @@ import logging
 import math
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ from apache_beam.transforms import window
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.utils.timestamp import Timestamp
+from kafka import errors as kafka_errors
 
 from newswatch import metrics
 from newswatch.config import StorySettings
@@ -67,6 +69,7 @@ from newswatch.schemas import (
     StoryAlert,
     StoryArticle,
     StoryEvidence,
+    parse_ms,
     story_alert_id,
     utc_now,
 )
@@ -170,15 +173,8 @@ def story_id(first_article_id: str) -> str:
 
 
 def _parse(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    ms = parse_ms(value)
+    return None if ms is None else ms / 1000
 
 
 def _iso(seconds: float) -> str:
@@ -563,15 +559,33 @@ def _recovered_book(servers: str, kafka: Any, settings: StorySettings) -> StoryB
         if book is not None:
             return book
         book = StoryBook(settings)
-        stories = _records(Story, read_topic(servers, kafka.stories_topic), kafka.stories_topic)
+        stories = _records(Story, _read_waiting(servers, kafka.stories_topic), kafka.stories_topic)
         alerts = _records(
-            StoryAlert, read_topic(servers, kafka.story_alerts_topic), kafka.story_alerts_topic
+            StoryAlert,
+            _read_waiting(servers, kafka.story_alerts_topic),
+            kafka.story_alerts_topic,
         )
         count = book.recover(stories, alerts)
         if count:
             logger.info("recovered %d open stories from %s", count, kafka.stories_topic)
         _BOOKS[key] = book
         return book
+
+
+#: Longest pause, in seconds, between attempts to read a topic while the broker is away.
+_MAX_READ_PAUSE = 10.0
+
+
+def _read_waiting(servers: str, topic: str) -> list[Any]:
+    """`read_topic`, waiting out a broker outage of any length (a worker must not die of it)."""
+    pause = 0.5
+    while True:
+        try:
+            return read_topic(servers, topic)
+        except (kafka_errors.KafkaError, TimeoutError, OSError) as exc:
+            logger.warning("cannot read %s yet (%s); trying again in %.0f s", topic, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, _MAX_READ_PAUSE)
 
 
 def _records(cls: Any, records: Iterable[Any], topic: str) -> list[Any]:
@@ -596,8 +610,12 @@ class _Waiting:
         """Event time (micros) up to which articles were released."""
 
     def add(self, micros: int, ack: Any, prediction: Any) -> bool:
-        """Hold an article; False if it is already held (a retried bundle)."""
-        key = prediction.example.id
+        """Hold an article's record; False if that record is already held (a retried bundle).
+
+        Records, not articles: the same article sent twice is two records, and each
+        needs its outcome for its offset to be committed.
+        """
+        key = f"{ack.topic}/{ack.partition}@{ack.start}-{ack.end}"
         if key in self._held:
             return False
         self._held.add(key)

@@ -72,10 +72,13 @@ def settings(kafka_broker: LocalBroker, tmp_path, request: pytest.FixtureRequest
     return isolated_settings(kafka_broker, tmp_path, name)
 
 
-def isolated_settings(broker: LocalBroker, home: Path, name: str) -> Settings:
+def isolated_settings(
+    broker: LocalBroker, home: Path, name: str, *, partitions: int = 3
+) -> Settings:
     """Settings on ``broker`` with topics and a consumer group no other test uses (created)."""
     prefix = f"t.{name}.{uuid.uuid4().hex[:8]}"
     settings = Settings(home=home)
+    settings.kafka.partitions = partitions
     settings.broker = replace(broker.settings)
     settings.connectors.state_dir = home / "state"
     kafka = settings.kafka

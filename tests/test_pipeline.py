@@ -157,7 +157,7 @@ def test_seed_alerts_and_others_do_not_on_a_streaming_runner(settings, published
 
 
 def test_until_idle_processes_the_backlog_and_exits(settings, published):
-    seed, others = published
+    _seed, others = published
     report = run(settings, until_idle=True, install_signal_handlers=False)
     decisions = read_topic(settings, settings.kafka.decisions_topic)
     assert len({Decision.from_bytes(r.value).article_id for r in decisions}) == 1 + len(others)
@@ -171,8 +171,9 @@ def test_the_seed_becomes_one_escalated_story_with_one_story_alert(settings, pub
     run(settings, until_idle=True, install_signal_handlers=False)
     records = read_topic(settings, settings.kafka.stories_topic)
     stories = {s.story_id: s for s in (Story.from_bytes(r.value) for r in records)}
-    (story,) = stories.values()
+    (story,) = [s for s in stories.values() if seed.id in {a.article_id for a in s.articles}]
     assert [a.article_id for a in story.articles] == [seed.id]
+    assert [s.story_id for s in stories.values() if s.escalation] == [story.story_id]
     assert story.escalation and story.status == "escalated" and story.headline == seed.title
     assert {"rhetoric", "economic", "diplomatic"} <= set(story.signals)
     assert story.evidence and story.evidence[0].article_id == seed.id
