@@ -27,6 +27,7 @@ from typing import Any
 
 from kafka import errors as kafka_errors
 
+from newswatch import metrics
 from newswatch.config import Settings
 from newswatch.errors import BrokerError
 from newswatch.schemas import Article, DeadLetter
@@ -79,6 +80,7 @@ class Publisher:
             for index, article in enumerate(articles)
         ]
         settled, refusals = self._settle(self.articles_topic, sends)
+        metrics.ARTICLES_PUBLISHED.inc(len(settled))
         acked = [articles[i].id for i in settled]
         refused = [
             dataclasses.replace(
@@ -109,6 +111,7 @@ class Publisher:
             for index, letter in enumerate(letters)
         ]
         acked, _ = self._settle(self.dead_letter_topic, sends)
+        metrics.count_dead_letters(letters[i] for i in acked)
         return [letters[i] for i in acked]
 
     def close(self, timeout: float | None = None) -> None:

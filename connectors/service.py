@@ -48,6 +48,7 @@ from connectors.fetch import Fetcher, FetchResult
 from connectors.files import Document, FileChange, changed_files, read_document
 from connectors.publish import Publisher
 from connectors.state import DirectoryState, FeedState, StateStore
+from newswatch import metrics
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.errors import ConfigError
 from newswatch.schemas import Article, DeadLetter, utc_now
@@ -310,6 +311,7 @@ class ConnectorService:
         state = self.state.feed(url)
         now = self.clock()
         self.report.polls += 1
+        state.polls += 1
         try:
             if isinstance(outcome, FetchError):
                 # Name the failing hop only when a redirect led away from the feed URL.
@@ -317,6 +319,8 @@ class ConnectorService:
                 self._feed_failed(state, now, error, outcome.retry_after)
             elif outcome.not_modified:
                 self.report.not_modified += 1
+                state.not_modified += 1
+                metrics.FEED_POLLS.labels(outcome="not_modified").inc()
                 logger.debug("feed %s not modified", url)
                 state.succeeded(
                     now,
@@ -338,6 +342,7 @@ class ConnectorService:
         self, state: FeedState, now: float, error: str, retry_after: float | None
     ) -> None:
         self.report.failed_polls += 1
+        metrics.FEED_POLLS.labels(outcome="failed").inc()
         delay = state.failed(
             now,
             error,
@@ -372,6 +377,7 @@ class ConnectorService:
                 state.bad_document = digest
             self._feed_failed(state, now, f"{letter.error}: {letter.message}", None)
             return
+        metrics.FEED_POLLS.labels(outcome="ok").inc()
         if parsed.warning:
             logger.warning("feed %s: %s", url, parsed.warning)
         fresh = [a for a in parsed.good if a.id not in state.seen]

@@ -40,6 +40,7 @@ __all__ = [
     "FeedState",
     "StateStore",
     "backoff_delay",
+    "read_checkpoints",
     "write_atomically",
 ]
 
@@ -114,6 +115,10 @@ class FeedState:
     published: int = 0
     """Articles published from this feed, over all runs."""
     dead_letters: int = 0
+    polls: int = 0
+    """Polls of this feed, over all runs."""
+    not_modified: int = 0
+    """Of those, polls the server answered with 304 Not Modified."""
     bad_document: str | None = None
     """sha256 of the last document sent to the dead letters, so a broken feed is not resent."""
 
@@ -306,6 +311,24 @@ class StateStore:
                 "checkpoint %s is unreadable (%s); moved to %s, starting afresh", path, exc, aside
             )
             return None
+
+
+def read_checkpoints(state_dir: Path) -> tuple[list[FeedState], list[DirectoryState]]:
+    """Every feed and folder checkpoint under ``state_dir`` (without their seen ids), unlocked.
+
+    For viewers (the web page, ``newswatch status``) while a connector process
+    holds the directory: checkpoints are replaced atomically, so each read sees a
+    whole file. Unreadable ones are skipped (the connector sets them aside itself).
+    """
+    found: dict[str, list] = {"feeds": [], "files": []}
+    for kind, cls in (("feeds", FeedState), ("files", DirectoryState)):
+        for path in sorted(Path(state_dir).glob(f"{kind}/*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                found[kind].append(_from_dict(cls, data, 0))
+            except (OSError, ValueError, TypeError, AttributeError) as exc:
+                logger.debug("checkpoint %s unreadable: %s", path, exc)
+    return found["feeds"], found["files"]
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -38,6 +38,8 @@ _COMMAND_MODULES = (
     "connectors.commands",  # ingest
     "models.commands",  # classify, model train|eval
     "newswatch.broker",  # broker start|stop|status
+    "web.commands",  # serve, status
+    "notifiers.commands",  # notify
 )
 
 

@@ -20,8 +20,13 @@ Example config file::
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import itertools
 import os
+import textwrap
 import tomllib
 import typing
 from collections.abc import Mapping, Sequence
@@ -34,15 +39,22 @@ from newswatch.errors import ConfigError
 __all__ = [
     "PROJECT_ROOT",
     "BrokerSettings",
+    "CommandSettings",
     "ConnectorSettings",
+    "EmailSettings",
+    "FileSettings",
     "KafkaSettings",
     "ModelSettings",
     "NotifySettings",
+    "RouteSettings",
     "RunnerSettings",
     "ServeSettings",
     "Settings",
     "StorySettings",
+    "WebhookSettings",
     "add_flags",
+    "env_name",
+    "field_docs",
     "load_settings",
 ]
 
@@ -61,9 +73,13 @@ class KafkaSettings:
     bootstrap_servers: str = ""
     """Comma-separated host:port list; empty means the embedded local broker."""
     articles_topic: str = "newswatch.articles"
+    """Articles from the connectors, keyed by article id (kept 7 days)."""
     alerts_topic: str = "newswatch.alerts"
+    """Compacted: article-level escalation alerts, keyed by alert id."""
     decisions_topic: str = "newswatch.decisions"
+    """Compacted: the outcome of every classified article, keyed by article id."""
     dead_letter_topic: str = "newswatch.dead-letters"
+    """Input that could not be processed or delivered, with the reason (kept 30 days)."""
     stories_topic: str = "newswatch.stories"
     """Compacted: the latest state of each story, keyed by story id."""
     story_alerts_topic: str = "newswatch.story-alerts"
@@ -71,6 +87,7 @@ class KafkaSettings:
     partitions: int = 3
     """Partitions of the articles topic (and upper bound on pipeline parallelism)."""
     replication_factor: int = 1
+    """Replication factor of topics newswatch creates (3 on a production cluster)."""
     group_id: str = "newswatch-pipeline"
     """Consumer group of the pipeline; offsets are committed after outcomes are written."""
 
@@ -80,12 +97,17 @@ class BrokerSettings:
     """The embedded single-node KRaft broker."""
 
     data_dir: Path = field(default_factory=lambda: _home() / "kafka")
-    # Below Linux's ephemeral range (32768-60999), so client sockets never hold them.
+    """Log directory of the embedded broker (its topics and committed offsets)."""
     port: int = 19092
+    """Client port on 127.0.0.1 (below Linux's ephemeral range, so no client socket holds it)."""
     controller_port: int = 19093
+    """KRaft controller port on 127.0.0.1."""
     heap: str = "512m"
+    """Java heap of the broker (-Xmx)."""
     lib_dir: Path = PROJECT_ROOT / "deploy" / "kafka" / "lib"
+    """The broker jars, fetched by deploy/setup.sh."""
     start_timeout: float = 120.0
+    """Seconds to wait for the broker to serve requests."""
 
 
 @dataclass
@@ -107,16 +129,21 @@ class ConnectorSettings:
     allowed_networks: list[str] = field(default_factory=list)
     """CIDR blocks allowed even while private addresses are refused, e.g. an intranet feed host."""
     max_feed_bytes: int = 20 * 1024 * 1024
+    """Larger feed bodies are refused (a feed-health error)."""
     max_entry_chars: int = 200_000
     """Longer entry texts are cut to this many characters (and logged)."""
     max_redirects: int = 5
+    """Redirects followed per fetch."""
     connect_timeout: float = 10.0
+    """Seconds to connect to a feed host."""
     read_timeout: float = 30.0
+    """Seconds to wait for each read from a feed host."""
     fetch_deadline: float = 120.0
     """Seconds one whole fetch (redirects and body) may take; stops slow-drip servers."""
     max_backoff: float = 3600.0
     """Upper bound, in seconds, of the per-feed backoff after errors."""
     user_agent: str = "newswatch/0.1 (+https://github.com/newswatch/newswatch)"
+    """User-Agent header of feed requests."""
 
 
 @dataclass
@@ -124,9 +151,11 @@ class ModelSettings:
     """The classifier."""
 
     artifacts_dir: Path = PROJECT_ROOT / "models" / "artifacts"
+    """Trained model versions, one directory each, and LATEST."""
     version: str = "latest"
     """Artefact version to load; 'latest' is the newest under artifacts_dir."""
     batch_size: int = 32
+    """Articles per model batch."""
     max_batch_wait: float = 0.0
     """Seconds to buffer a batch across bundles; 0 batches within each bundle.
 
@@ -136,9 +165,17 @@ class ModelSettings:
     threads: int = 0
     """Inference threads; 0 lets ONNX Runtime decide."""
     prefilter: bool = True
-    """Skip the model for articles that name neither Taiwan nor China."""
+    """Skip the model for articles that name neither Taiwan, China nor a coercive measure."""
     labelled_data: Path = PROJECT_ROOT.parent / "shared" / "data" / "labelled" / "dev.jsonl"
-    """Labelled JSON-lines rows that `newswatch model train` and `model eval` read by default."""
+    """Labelled JSON-lines rows that `newswatch model eval` scores by default."""
+    labelled_sources: list[Path] = field(
+        default_factory=lambda: [
+            PROJECT_ROOT.parent / "shared" / "data" / "labelled",
+            PROJECT_ROOT / "data" / "labelled",
+        ]
+    )
+    """Labelled files or directories (every *.jsonl) that `model train` and `model eval
+    --rolling` read; rows published from 2024 on are left out of training."""
 
 
 @dataclass
@@ -146,11 +183,13 @@ class RunnerSettings:
     """The Beam runner that executes the pipeline."""
 
     runner: str = "prism"
-    """prism (local default), flink (a Flink cluster via Beam's FlinkRunner)."""
+    """prism (the streaming pipeline, local) or dask (bounded replays only, on a Dask cluster)."""
     prism_location: Path = PROJECT_ROOT / ".tools" / "bin" / "prism"
-    flink_master: str = "[local]"
-    flink_job_server_jar: str = ""
-    parallelism: int = 1
+    """The Prism runner binary, built by deploy/setup.sh."""
+    dask_scheduler: str = ""
+    """Dask scheduler address for runner dask (tcp://HOST:8786); empty: start a local cluster."""
+    dask_workers: int = 2
+    """Worker processes of the local Dask cluster (runner dask without a scheduler address)."""
     beam_args: list[str] = field(default_factory=list)
     """Extra Beam pipeline options passed through verbatim."""
 
@@ -161,18 +200,26 @@ class StorySettings:
 
     enabled: bool = True
     """Group Taiwan-related articles into stories and raise story alerts."""
-    similarity: float = 0.08
+    similarity: float = 0.13
     """Least time-decayed cosine similarity between an article and a story for it to join."""
     decay_days: float = 8.0
     """Time constant, in days, of the similarity's decay with the gap to a story's last article."""
-    idle_days: float = 3.0
+    idle_days: float = 5.0
     """A story with no new article for this many days (event time) goes dormant and is evicted."""
-    keywords: int = 40
+    late_days: float = 2.0
+    """Grace, in days, before an idle story is evicted, so articles that arrive late still join."""
+    keywords: int = 80
     """Weighted terms kept per story to match new articles against."""
+    index_terms: int = 20
+    """Strongest terms of a story (and of an article) that find candidate stories."""
     title_weight: float = 3.0
     """Weight of a headline word against a word of the text."""
     text_chars: int = 300
     """Characters of an article's text that count towards matching (the lead)."""
+    headline_link: float = 0.0
+    """Weight of the closest member headline's similarity (0: match the story's keywords only)."""
+    headline_members: int = 10
+    """How many of a story's latest headlines `headline_link` compares with."""
     breaking_outlets: int = 4
     """A story is breaking when this many distinct outlets cover it within `breaking_hours`."""
     breaking_hours: float = 6.0
@@ -184,13 +231,148 @@ class StorySettings:
 
 
 @dataclass
+class WebhookSettings:
+    """A route's HTTP sink: one POST per notification."""
+
+    url: str = ""
+    """http(s) URL the notification is POSTed to."""
+    format: str = "json"
+    """Body: 'json' (every story field) or 'slack' (a Slack/Mattermost {"text": ...} message)."""
+    secret_env: str = ""
+    """Environment variable holding the HMAC-SHA256 signing secret (X-Newswatch-Signature)."""
+    secret_file: str = ""
+    """File holding the signing secret (surrounding whitespace is ignored)."""
+    timeout: float = 10.0
+    """Seconds one request may take (connect and response)."""
+
+
+@dataclass
+class EmailSettings:
+    """A route's SMTP sink: one multipart (plain text and HTML) message per notification."""
+
+    host: str = ""
+    """SMTP server host name."""
+    port: int = 587
+    """SMTP server port (587 submission with STARTTLS, 465 implicit TLS, 25 relay)."""
+    security: str = "starttls"
+    """'starttls' (upgrade the connection), 'tls' (TLS from the start) or 'none'."""
+    ca_file: str = ""
+    """PEM file of the certificate authorities to trust; empty: the system's."""
+    username: str = ""
+    """Log in as this user (with the password below); empty: no login."""
+    password_env: str = ""
+    """Environment variable holding the SMTP password."""
+    password_file: str = ""
+    """File holding the SMTP password (surrounding whitespace is ignored)."""
+    sender: str = "newswatch@localhost"
+    """From address."""
+    to: list[str] = field(default_factory=list)
+    """Recipient addresses."""
+    subject_prefix: str = "[newswatch]"
+    """Put before every subject line."""
+    timeout: float = 30.0
+    """Seconds one SMTP conversation may take."""
+
+
+@dataclass
+class CommandSettings:
+    """A route's command sink: the notification JSON on the standard input of a program."""
+
+    argv: list[str] = field(default_factory=list)
+    """Program and arguments, run without a shell; exit 0 delivers, 75 retries, others fail."""
+    timeout: float = 60.0
+    """Seconds the program may run; longer runs are killed and retried."""
+
+
+@dataclass
+class FileSettings:
+    """A route's file sink: one JSON line per notification, appended and synced."""
+
+    path: str = ""
+    """File to append to (created if missing)."""
+
+
+@dataclass
+class RouteSettings:
+    """Which story alerts go to one sink, and how often.
+
+    Exactly one sink is set: ``webhook.url``, ``email.host``, ``command.argv`` or
+    ``file.path``. Timing follows Alertmanager, per story: see `notifiers.routes`.
+    """
+
+    name: str = ""
+    """Name in logs and dead letters; defaults to the sink kind and the route's position."""
+    min_severity: int = 0
+    """Deliver only stories at least this severe (0-4)."""
+    signals: list[str] = field(default_factory=list)
+    """Deliver only stories carrying at least one of these signal types; empty: any."""
+    group_wait: float = 30.0
+    """Seconds the first alert of a story is held so that quick follow-ups fold into it."""
+    group_interval: float = 300.0
+    """Least seconds between two notifications of the same story."""
+    repeat_interval: float = 4 * 3600.0
+    """Seconds during which a story state identical to the one last sent is not sent again."""
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    """The HTTP sink."""
+    email: EmailSettings = field(default_factory=EmailSettings)
+    """The SMTP sink."""
+    command: CommandSettings = field(default_factory=CommandSettings)
+    """The command sink."""
+    file: FileSettings = field(default_factory=FileSettings)
+    """The file sink."""
+
+
+@dataclass
 class NotifySettings:
     """Delivery of story alerts to people: routes and sinks."""
+
+    routes: list[RouteSettings] = field(default_factory=list)
+    """Routes, as ``[[notify.routes]]`` tables of the config file."""
+    webhook: str = ""
+    """Also deliver to this webhook URL, on a route with default timing (signed with the
+    secret in $NEWSWATCH_WEBHOOK_SECRET when that is set)."""
+    follow: list[str] = field(default_factory=lambda: ["stories"])
+    """Alerts to deliver: 'stories' (story alerts), 'articles' (article alerts), or both."""
+    group_id: str = "newswatch-notify"
+    """Consumer group of the notifier; offsets are committed after delivery or dead letter."""
+    give_up_after: float = 3600.0
+    """Seconds of failed attempts after which a notification becomes a dead letter."""
+    max_backoff: float = 300.0
+    """Longest wait, in seconds, between two attempts (unless Retry-After asks for longer)."""
 
 
 @dataclass
 class ServeSettings:
     """The web page and the metrics endpoint."""
+
+    host: str = "127.0.0.1"
+    """Address `newswatch serve` binds to; any non-loopback address needs credentials."""
+    port: int = 8080
+    """TCP port of the web page."""
+    reports_dir: Path = field(default_factory=lambda: _home() / "reports")
+    """Backtest reports (`newswatch replay --report DIR` with DIR under it) listed on the page."""
+    refresh: float = 5.0
+    """Seconds between broker and lag checks, feed-health reads and live-stream keep-alives."""
+    history_hours: float = 168.0
+    """How far back the page reads the topics at start (and the span of the index chart)."""
+    max_stories: int = 2000
+    """Stories held in memory; the least recently updated are dropped first."""
+    max_alerts: int = 1000
+    """Article alerts held in memory, newest kept."""
+    max_dead_letters: int = 500
+    """Dead letters held in memory with their payload preview, newest kept (counts cover all)."""
+    max_lag: int = 10_000
+    """Readiness: the pipeline group may be at most this many articles behind."""
+    metrics_port: int = 0
+    """Port of the worker's /metrics, /healthz and /readyz (run, pipeline); 0 turns it off."""
+    metrics_host: str = "127.0.0.1"
+    """Address of the worker's metrics endpoint; non-loopback needs credentials as for serve."""
+    token: str = field(default="", repr=False)
+    """Bearer token (or basic-auth password) required by the page: NEWSWATCH_SERVE_TOKEN only."""
+    user: str = field(default="", repr=False)
+    """Basic-auth user name, with ``password``: NEWSWATCH_SERVE_USER."""
+    password: str = field(default="", repr=False)
+    """Basic-auth password, with ``user``: NEWSWATCH_SERVE_PASSWORD."""
 
 
 @dataclass
@@ -240,6 +422,13 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             return float(value)
         if annotation is Path:
             return Path(value).expanduser()
+        if dataclasses.is_dataclass(annotation):
+            # A nested table, e.g. one of the [[notify.routes]] or its sink.
+            if not isinstance(value, Mapping):
+                raise ValueError(f"expected a table, not {value!r}")
+            table = annotation()
+            _apply(table, value, where)
+            return table
         if origin is list:
             (item,) = typing.get_args(annotation)
             items = value.split(",") if isinstance(value, str) else list(value)
@@ -261,51 +450,156 @@ def _apply(section_obj: Any, values: Mapping[str, Any], where: str) -> None:
         setattr(section_obj, key, _coerce(value, hints[key], f"{where}.{key}"))
 
 
-def add_flags(parser: argparse.ArgumentParser, section: str, names: Sequence[str]) -> None:
+def _section_class(section: str) -> type:
+    return typing.get_type_hints(Settings)[section]
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings of a settings class: the string literal under each field."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError, SyntaxError):  # no source at hand (a frozen build)
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def env_name(section: str, name: str) -> str:
+    """The environment variable of a settings field, e.g. ``NEWSWATCH_KAFKA_GROUP_ID``."""
+    return f"NEWSWATCH_{section.upper()}_{name.upper()}"
+
+
+#: Metavars of fields whose type alone says too little.
+_METAVARS = {
+    "bootstrap_servers": "HOST:PORT,...",
+    "feeds": "URL_OR_FILE",
+    "allowed_networks": "CIDR",
+    "dask_scheduler": "ADDRESS",
+    "webhook": "URL",
+    "follow": "KIND",
+    "heap": "SIZE",
+    "user_agent": "TEXT",
+    "version": "VERSION",
+    "group_id": "GROUP",
+}
+
+
+def _metavar(name: str, annotation: Any) -> str:
+    if name in _METAVARS:
+        return _METAVARS[name]
+    if typing.get_origin(annotation) is list:
+        (annotation,) = typing.get_args(annotation)
+    if name.endswith("_topic"):
+        return "TOPIC"
+    if annotation is Path or name.endswith(("_file", "_jar", "_dir", "_location")):
+        return "PATH"
+    if annotation is int:
+        return "N"
+    if annotation is float:
+        if name.endswith("_hours"):
+            return "HOURS"
+        if name.endswith("_days"):
+            return "DAYS"
+        timed = ("interval", "timeout", "wait", "deadline", "backoff", "after", "refresh")
+        return "SECONDS" if any(word in name for word in timed) else "NUMBER"
+    return name.rsplit("_", 1)[-1].upper()
+
+
+def _shown(value: Any) -> str:
+    """A default as the help text shows it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Path):
+        home = str(Path.home())
+        text = str(value)
+        return "~" + text[len(home) :] if text.startswith(home + os.sep) else text
+    if isinstance(value, list):
+        return ", ".join(_shown(v) for v in value) if value else "none"
+    return str(value) if value != "" else "none"
+
+
+def add_flags(
+    parser: argparse.ArgumentParser, section: str, names: Sequence[str], prefix: str = ""
+) -> None:
     """Expose settings fields as ``--field-name`` flags on a subcommand parser.
 
-    The help text is taken from the field's docstring-style attribute comment
-    when available, and always shows the default.
+    Each flag's help is the field's attribute docstring (its first paragraph),
+    then its default and its environment variable. ``prefix`` goes before the
+    flag name, e.g. ``prefix="notify-"`` gives ``--notify-webhook``.
     """
-    cls = {
-        "kafka": KafkaSettings,
-        "broker": BrokerSettings,
-        "connectors": ConnectorSettings,
-        "model": ModelSettings,
-        "runner": RunnerSettings,
-        "stories": StorySettings,
-        "notify": NotifySettings,
-        "serve": ServeSettings,
-    }[section]
+    cls = _section_class(section)
     hints = _hints(cls)
+    docs = field_docs(cls)
     defaults = cls()
     for name in names:
-        flag = "--" + name.replace("_", "-")
-        default = getattr(defaults, name)
+        flag = f"--{prefix}{name.replace('_', '-')}"
+        annotation = hints[name]
+        doc = " ".join(docs.get(name, "").split("\n\n")[0].split())
+        help_text = (
+            f"{doc} (default: {_shown(getattr(defaults, name))}; env {env_name(section, name)})"
+        ).replace("%", "%%")
         dest = f"{section}__{name}"
-        if hints[name] is bool:
+        if annotation is bool:
             parser.add_argument(
                 flag,
                 dest=dest,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"(default: {default})",
+                help=help_text,
             )
-        elif typing.get_origin(hints[name]) is list:
+        elif typing.get_origin(annotation) is list:
             parser.add_argument(
-                flag, dest=dest, nargs="+", default=None, metavar=name.upper(), help="(repeatable)"
+                flag,
+                dest=dest,
+                nargs="+",
+                default=None,
+                metavar=_metavar(name, annotation),
+                help=help_text,
             )
         else:
-            parser.add_argument(flag, dest=dest, default=None, help=f"(default: {default})")
+            parser.add_argument(
+                flag, dest=dest, default=None, metavar=_metavar(name, annotation), help=help_text
+            )
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand takes."""
-    parser.add_argument("--config", type=Path, default=None, help="TOML config file")
     parser.add_argument(
-        "--home", type=Path, default=None, help="state directory (default ~/.newswatch)"
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML config file with a table per settings section (default: none; env "
+        "NEWSWATCH_CONFIG)",
     )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="state directory: the embedded broker's data, connector checkpoints "
+        "(default: ~/.newswatch; env NEWSWATCH_HOME)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging: -v logs every message at debug level (default: info and above)",
+    )
 
 
 def load_settings(
@@ -358,8 +652,10 @@ def load_settings(
 def _validate(settings: Settings) -> None:
     if settings.kafka.partitions < 1:
         raise ConfigError("--partitions must be at least 1")
-    if settings.runner.runner not in ("prism", "flink"):
-        raise ConfigError(f"--runner must be 'prism' or 'flink', not {settings.runner.runner!r}")
+    if settings.runner.runner not in ("prism", "dask"):
+        raise ConfigError(f"--runner must be 'prism' or 'dask', not {settings.runner.runner!r}")
+    if settings.runner.dask_workers < 1:
+        raise ConfigError("--dask-workers must be at least 1")
     if settings.connectors.poll_interval <= 0:
         raise ConfigError("--poll-interval must be positive")
     if settings.model.batch_size < 1:

@@ -32,6 +32,7 @@ __all__ = [
     "StoryEvidence",
     "alert_id",
     "article_id",
+    "parse_ms",
     "story_alert_id",
     "utc_now",
 ]
@@ -51,6 +52,19 @@ SIGNAL_TYPES: tuple[str, ...] = (
 
 class SchemaError(ValueError):
     """A payload is not a valid record of the expected type."""
+
+
+def parse_ms(value: str | None) -> int | None:
+    """Epoch milliseconds of an ISO 8601 time (naive means UTC); None when absent or invalid."""
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def utc_now() -> str:

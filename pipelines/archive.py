@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from newswatch.errors import ConfigError
-from newswatch.schemas import Article, DeadLetter
+from newswatch.schemas import Article, DeadLetter, parse_ms
 from pipelines.index import event_time_ms
 
-__all__ = ["ReplayItem", "SourceStats", "iter_sources", "parse_ms"]
+__all__ = ["ReplayItem", "SourceStats", "iter_sources"]
 
 logger = logging.getLogger(__name__)
 
@@ -317,19 +317,6 @@ def _open_maybe_gzip(path: Path) -> Iterator[IO[bytes]]:
 
 def _mtime_ms(path: Path) -> int:
     return int(path.stat().st_mtime * 1000)
-
-
-def parse_ms(value: str | None) -> int | None:
-    """Epoch milliseconds of an ISO 8601 time (naive means UTC); None when absent or invalid."""
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def _iso(ms: int) -> str:

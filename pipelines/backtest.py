@@ -37,9 +37,9 @@ from newswatch.schemas import (
     SchemaError,
     Story,
     StoryAlert,
+    parse_ms,
 )
 from newswatch.topics import read_topic
-from pipelines.archive import parse_ms
 from pipelines.index import IndexPoint, latest_points
 from pipelines.story_eval import bcubed, load_story_labels, trivial_groupings
 
@@ -155,6 +155,7 @@ def collect(
     sent: Mapping[str, Any],
     *,
     labels: Path | None = None,
+    records: Mapping[str, Sequence[Any]] | None = None,
 ) -> Backtest:
     """Read a finished replay's topics into a `Backtest`.
 
@@ -163,28 +164,31 @@ def collect(
         index_topic: The replay's index topic, if the index ran.
         sent: Per article id, what the publisher sent (`pipelines.replay.SentArticle`).
         labels: Labelled JSON-lines rows to score the decisions against.
+        records: The replay's records by topic (each with ``value``, ``partition``
+            and ``offset``), when it wrote none to a broker (a bounded run);
+            default: read the topics.
     """
     servers, kafka = settings.bootstrap_servers, settings.kafka
-    alerts: list[Alert] = _parse(Alert, read_records(servers, kafka.alerts_topic), "alerts")
-    decisions: list[Decision] = _parse(
-        Decision, read_records(servers, kafka.decisions_topic), "decisions"
-    )
-    letters = _parse(DeadLetter, read_records(servers, kafka.dead_letter_topic), "dead letters")
+
+    def read(topic: str) -> Sequence[Any]:
+        if records is not None:
+            return records.get(topic, ())
+        return read_records(servers, topic)
+
+    alerts: list[Alert] = _parse(Alert, read(kafka.alerts_topic), "alerts")
+    decisions: list[Decision] = _parse(Decision, read(kafka.decisions_topic), "decisions")
+    letters = _parse(DeadLetter, read(kafka.dead_letter_topic), "dead letters")
     points: list[IndexPoint] = []
     if index_topic:
-        points, _after_close = latest_points(
-            _parse(IndexPoint, read_records(servers, index_topic), "index")
-        )
+        points, _after_close = latest_points(_parse(IndexPoint, read(index_topic), "index"))
 
     stories: dict[str, Story] = {}
-    for story in _parse(Story, read_records(servers, kafka.stories_topic), "stories"):
+    for story in _parse(Story, read(kafka.stories_topic), "stories"):
         held = stories.get(story.story_id)
         if held is None or story.revision >= held.revision:
             stories[story.story_id] = story
     story_alerts: dict[str, StoryAlert] = {}
-    for alert in _parse(
-        StoryAlert, read_records(servers, kafka.story_alerts_topic), "story alerts"
-    ):
+    for alert in _parse(StoryAlert, read(kafka.story_alerts_topic), "story alerts"):
         story_alerts.setdefault(alert.alert_id, alert)
 
     unique: dict[str, Alert] = {}
@@ -580,12 +584,12 @@ def _plot_stories(backtest: Backtest, top: int = 30) -> bytes | None:
         hot = [_when(m.published) for m in story.articles if m.published and m.escalation]
         axes.scatter(calm, [y] * len(calm), s=14, color="#777777", zorder=2)
         axes.scatter(hot, [y] * len(hot), s=22, color="#C0392B", zorder=3)
-        if any(
-            "breaking" in a.reasons for a in backtest.story_alerts if a.story_id == story.story_id
-        ):
-            axes.scatter(
-                [_when(story.status_changed_at)], [y], marker="*", s=90, color="#E69F00", zorder=4
-            )
+        broke = [
+            _when(a.story.status_changed_at)
+            for a in backtest.story_alerts
+            if a.story_id == story.story_id and "breaking" in a.reasons
+        ]
+        axes.scatter(broke[:1], [y] * len(broke[:1]), marker="*", s=90, color="#E69F00", zorder=4)
     axes.set_yticks(range(len(lanes)))
     axes.set_yticklabels([s.headline[:60] for s in lanes], fontsize=7)
     axes.invert_yaxis()

@@ -4,9 +4,10 @@
         → RouteOutcomes → WriteOutcomes (Kafka, acks=all) → CommitOffsets (consumer group)
 
 `build` wires the graph onto a pipeline; `run` executes it on a real Beam
-runner in streaming mode: Prism locally (a single static binary built from
-the Go module proxy), or Flink via Beam's FlinkRunner for scale-out. Offsets
-are committed only after each record's outcome was acknowledged by Kafka.
+runner in streaming mode: Prism (a single static binary built from the Go
+module proxy). Offsets are committed only after each record's outcome was
+acknowledged by Kafka. Bounded replays run the same steps on Dask
+(`pipelines.bounded`).
 
 Run it with ``newswatch pipeline`` (pipeline only) or ``newswatch run``
 (broker, connectors and pipeline together).
@@ -14,6 +15,7 @@ Run it with ``newswatch pipeline`` (pipeline only) or ``newswatch run``
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -36,10 +38,11 @@ from pipelines.kafkaio import (
     WriteToKafkaFn,
     plan_partitions,
 )
+from pipelines.prism import PrismJobService
 from pipelines.stories import AssignStories, reset_books
 from pipelines.transforms import AckKV, ClassifyArticles, DecodeArticles, RouteOutcomesFn
 
-__all__ = ["PipelineReport", "build", "pipeline_options", "run"]
+__all__ = ["PipelineReport", "build", "interrupted", "pipeline_options", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +90,12 @@ def build(
 JOB_STREAM_TIMEOUT = 10 * 365 * 24 * 3600
 
 
-def pipeline_options(settings: Settings) -> PipelineOptions:
-    """Beam options for the configured runner, always in streaming mode."""
+def pipeline_options(settings: Settings, job_endpoint: str = "") -> PipelineOptions:
+    """Beam options for the configured runner, always in streaming mode.
+
+    ``job_endpoint``: a Prism job service already running (`PrismJobService`);
+    without one, Beam starts Prism itself.
+    """
     runner = settings.runner
     # Beam's portable runner opens the job's state and message streams with
     # job_server_timeout as their gRPC deadline (default 300 s): when it passes,
@@ -107,14 +114,13 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
             "--environment_type=LOOPBACK",
             "--prism_log_level=warn",
         ]
+        if job_endpoint:
+            args.append(f"--job_endpoint={job_endpoint}")
     else:
-        args += [
-            "--runner=FlinkRunner",
-            f"--flink_master={runner.flink_master}",
-            f"--parallelism={runner.parallelism}",
-        ]
-        if runner.flink_job_server_jar:
-            args.append(f"--flink_job_server_jar={runner.flink_job_server_jar}")
+        raise ConfigError(
+            f"runner {runner.runner!r} runs bounded replays only (newswatch replay --runner "
+            "dask); the streaming pipeline runs on prism"
+        )
     return PipelineOptions(args + list(runner.beam_args))
 
 
@@ -160,6 +166,7 @@ def run(
     records are classified, written and committed, then the job finishes.
     """
     stop = stop or threading.Event()
+    threading.excepthook = _quiet_state_stream_end
     kafkaio.reset_stop()
     kafkaio.reset_ledgers()
     reset_books()
@@ -168,6 +175,7 @@ def run(
     )
     watcher.start()
     restores = []
+    services = contextlib.ExitStack()
     if install_signal_handlers:
         # From the start: a SIGTERM while the model loads or the runner starts must
         # not kill this process and orphan the runner, a child process.
@@ -195,6 +203,10 @@ def run(
         if stop.is_set():
             logger.info("stopped before the job started")
             return PipelineReport(seconds=time.monotonic() - started)
+        if settings.runner.runner == "prism":
+            # Prism out of reach of the terminal's Ctrl-C, which must drain the job.
+            endpoint = services.enter_context(PrismJobService(settings.runner.prism_location))
+            options = pipeline_options(settings, job_endpoint=endpoint)
         pipeline = beam.Pipeline(options=options)
         build(pipeline, settings, partitions, model_handler, index=index)
         result = pipeline.run()
@@ -203,14 +215,32 @@ def run(
             # with one that kills the runner, which would prevent draining.
             restores.append(_install_signal_handlers(stop))
         result.wait_until_finish()
+        # Before the runner goes: the job's metrics are served by it.
+        counters = _counters(result)
     finally:
         stop.set()
         for restore in reversed(restores):
             if restore:
                 restore()
-    report = PipelineReport(_counters(result), time.monotonic() - started)
+        services.close()
+    report = PipelineReport(counters, time.monotonic() - started)
     logger.info("%s", report.summary())
     return report
+
+
+def _quiet_state_stream_end(args: threading.ExceptHookArgs) -> None:
+    """Beam's state reader thread dies noisily when the runner stops after the job: log it."""
+    if (
+        args.thread is not None
+        and args.thread.name == "read_state"
+        and "StatusCode.UNAVAILABLE" in repr(args.exc_value)
+    ):
+        logger.debug("state stream closed with the runner: %s", args.exc_value)
+        return
+    _PREVIOUS_EXCEPTHOOK(args)
+
+
+_PREVIOUS_EXCEPTHOOK = threading.excepthook
 
 
 def _forward_stop(stop: threading.Event) -> None:
@@ -220,6 +250,11 @@ def _forward_stop(stop: threading.Event) -> None:
 
 #: Set once a SIGINT/SIGTERM asked this process to drain.
 _SIGNALLED = threading.Event()
+
+
+def interrupted() -> bool:
+    """True once a SIGINT/SIGTERM asked this process to drain (not an idle end)."""
+    return _SIGNALLED.is_set()
 
 
 def _exit_now(signum, frame):

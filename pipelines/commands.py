@@ -4,7 +4,10 @@
 ``--bootstrap-servers`` is given, creates the topics, runs the connectors
 (the bundled ``seeds/`` when no source is named) and the streaming pipeline,
 until SIGINT/SIGTERM, or with ``--until-idle`` until everything available has
-been classified.
+been classified. Each story alert and update it finds is printed on stdout as
+one line (``--json``: its JSON record); logs go to stderr. With notification
+routes configured (or ``--notify-webhook URL``) it delivers them too
+(`notifiers`), and with ``--until-idle`` it exits once they are delivered.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from newswatch.config import PROJECT_ROOT, Settings, add_common_flags, add_flags, load_settings
+from newswatch.health import add_metrics_flags, worker_endpoint
+from newswatch.schemas import SchemaError, Story
 
-__all__ = ["read_alerts", "register"]
+__all__ = ["follow_topic", "read_alerts", "read_stories", "register", "story_line"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,10 +36,12 @@ _KAFKA_FLAGS = [
     "alerts_topic",
     "decisions_topic",
     "dead_letter_topic",
+    "stories_topic",
+    "story_alerts_topic",
     "partitions",
     "group_id",
 ]
-_RUNNER_FLAGS = ["runner", "prism_location", "flink_master", "flink_job_server_jar", "parallelism"]
+_RUNNER_FLAGS = ["runner", "prism_location"]
 _MODEL_FLAGS = ["version", "artifacts_dir", "batch_size"]
 _CONNECTOR_FLAGS = [
     "feeds",
@@ -55,6 +62,13 @@ def register(subparsers: Any) -> None:
     )
     _pipeline_flags(run)
     add_flags(run, "connectors", _CONNECTOR_FLAGS)
+    add_flags(run, "notify", ["webhook"], prefix="notify-")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print each story alert as its JSON record, not as one readable line "
+        "(default: readable lines)",
+    )
     run.add_argument(
         "--keep-broker",
         action="store_true",
@@ -83,12 +97,36 @@ def register(subparsers: Any) -> None:
     )
     alerts.set_defaults(handler=_alerts_command)
 
+    stories = subparsers.add_parser(
+        "stories",
+        help="print escalation stories from the stories topic as they change",
+        description="Print each change of a story (new, growing, escalated, breaking, "
+        "dormant) as one line, or as the story's JSON record with --json.",
+    )
+    add_common_flags(stories)
+    add_flags(stories, "kafka", ["bootstrap_servers", "stories_topic"])
+    stories.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="start at the oldest story record, not with new changes (default: new only)",
+    )
+    stories.add_argument(
+        "--until-idle",
+        action="store_true",
+        help="exit once every story record present at start has been printed",
+    )
+    stories.add_argument(
+        "--json", action="store_true", help="print each story record as one JSON line"
+    )
+    stories.set_defaults(handler=_stories_command)
+
 
 def _pipeline_flags(parser: argparse.ArgumentParser) -> None:
     add_common_flags(parser)
     add_flags(parser, "kafka", _KAFKA_FLAGS)
     add_flags(parser, "model", _MODEL_FLAGS)
     add_flags(parser, "runner", _RUNNER_FLAGS)
+    add_metrics_flags(parser)
     parser.add_argument(
         "--until-idle",
         action="store_true",
@@ -122,32 +160,45 @@ def embedded_broker(settings: Settings, keep: bool = True) -> Iterator[None]:
 def _run_command(args: argparse.Namespace) -> int:
     from connectors.service import run_connectors
     from newswatch.topics import ensure_topics
+    from notifiers.companion import RunCompanion
+    from pipelines.classify import interrupted, pipeline_options
     from pipelines.classify import run as run_pipeline
 
     settings = load_settings(args)
+    pipeline_options(settings)  # fail fast on a runner that cannot stream (before the broker)
     if not settings.connectors.feeds and not settings.connectors.files:
         settings.connectors.files = [PROJECT_ROOT / "seeds"]
-    with embedded_broker(settings, keep=args.keep_broker):
+    # Story alerts printed, and delivered when routes are configured; a bad route fails here.
+    companion = RunCompanion(settings, as_json=args.json)
+    with embedded_broker(settings, keep=args.keep_broker), worker_endpoint(settings):
         ensure_topics(settings)
         stop = threading.Event()
         failure: list[BaseException] = []
 
         def connectors() -> None:
             try:
-                report = run_connectors(settings, stop, once=args.until_idle)
-                logger.info("connectors: %s", report)
+                run_connectors(settings, stop, once=args.until_idle)  # logs its own summary
             except BaseException as exc:  # reported below; the pipeline keeps its own exit
                 failure.append(exc)
                 logger.exception("connectors failed")
 
-        thread = threading.Thread(target=connectors, name="connectors", daemon=True)
-        thread.start()
-        if args.until_idle:
-            thread.join()  # publish everything first, so the pipeline's end offsets cover it
-        report = run_pipeline(settings, until_idle=args.until_idle, stop=stop)
-        stop.set()
-        thread.join(timeout=60)
-        print(f"newswatch: {report.summary()}", file=sys.stderr)
+        companion.start()
+        try:
+            thread = threading.Thread(target=connectors, name="connectors", daemon=True)
+            thread.start()
+            if args.until_idle:
+                thread.join()  # publish everything first, so the pipeline's end offsets cover it
+            report = run_pipeline(settings, until_idle=args.until_idle, stop=stop)
+            stop.set()
+            thread.join(timeout=60)
+            # Then the story alerts the pipeline wrote: printed, delivered and committed.
+            tail = companion.end(drain=args.until_idle and not interrupted())
+        except KeyboardInterrupt:
+            raise  # a second signal: exit at once, waiting for nothing
+        except BaseException:
+            companion.end(drain=False)  # no Kafka client may outlive the broker
+            raise
+        print(f"newswatch: {report.summary()}{tail}", file=sys.stderr)
         if failure:
             raise failure[0]
     return 0
@@ -155,34 +206,43 @@ def _run_command(args: argparse.Namespace) -> int:
 
 def _pipeline_command(args: argparse.Namespace) -> int:
     from newswatch.topics import ensure_topics
+    from pipelines.classify import pipeline_options
     from pipelines.classify import run as run_pipeline
 
     settings = load_settings(args)
-    with embedded_broker(settings):
+    pipeline_options(settings)  # fail fast on a runner that cannot stream (before the broker)
+    with embedded_broker(settings), worker_endpoint(settings):
         ensure_topics(settings)
         report = run_pipeline(settings, until_idle=args.until_idle)
     print(f"newswatch: {report.summary()}", file=sys.stderr)
     return 0
 
 
-def read_alerts(
-    settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
-) -> Iterator[dict]:
-    """Alerts from the alerts topic as dicts, each alert id once (dedup at the sink)."""
+def follow_topic(
+    settings: Settings,
+    topic: str,
+    *,
+    from_beginning: bool,
+    until_idle: bool,
+    poll_timeout: float = 1.0,
+) -> Iterator[Any]:
+    """The records of ``topic`` as they arrive (from the oldest, or only new ones).
+
+    With ``until_idle``, stop once every record present at the start was read.
+
+    Raises:
+        ConfigError: the topic does not exist.
+    """
     from kafka import TopicPartition
 
+    from newswatch.errors import ConfigError
     from newswatch.topics import make_consumer
 
-    topic = settings.kafka.alerts_topic
     consumer = make_consumer(settings.bootstrap_servers, group_id=None)
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            from newswatch.errors import ConfigError
-
-            raise ConfigError(
-                f"alerts topic {topic!r} does not exist at {settings.bootstrap_servers}"
-            )
+            raise ConfigError(f"topic {topic!r} does not exist at {settings.bootstrap_servers}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         if from_beginning:
@@ -190,25 +250,90 @@ def read_alerts(
         else:
             consumer.seek_to_end(*tps)
         end = consumer.end_offsets(tps)
-        seen: set[str] = set()
         while True:
             batch = consumer.poll(timeout_ms=int(poll_timeout * 1000))
             for records in batch.values():
-                for record in records:
-                    try:
-                        alert = json.loads(record.value)
-                    except (TypeError, ValueError):
-                        logger.warning("skipping unreadable alert at %s@%d", topic, record.offset)
-                        continue
-                    alert_id = alert.get("alert_id") if isinstance(alert, dict) else None
-                    if alert_id in seen:
-                        continue
-                    seen.add(alert_id)
-                    yield alert
+                yield from records
             if until_idle and all(consumer.position(tp) >= end[tp] for tp in tps):
                 return
     finally:
         consumer.close()
+
+
+def read_alerts(
+    settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
+) -> Iterator[dict]:
+    """Alerts from the alerts topic as dicts, each alert id once (dedup at the sink)."""
+    topic = settings.kafka.alerts_topic
+    seen: set[str] = set()
+    for record in follow_topic(
+        settings,
+        topic,
+        from_beginning=from_beginning,
+        until_idle=until_idle,
+        poll_timeout=poll_timeout,
+    ):
+        try:
+            alert = json.loads(record.value)
+        except (TypeError, ValueError):
+            logger.warning("skipping unreadable alert at %s@%d", topic, record.offset)
+            continue
+        alert_id = alert.get("alert_id") if isinstance(alert, dict) else None
+        if alert_id in seen:
+            continue
+        seen.add(alert_id)
+        yield alert
+
+
+def read_stories(
+    settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
+) -> Iterator[Story]:
+    """Story records as they change (each revision once)."""
+    topic = settings.kafka.stories_topic
+    seen: set[tuple[str, int]] = set()
+    for record in follow_topic(
+        settings,
+        topic,
+        from_beginning=from_beginning,
+        until_idle=until_idle,
+        poll_timeout=poll_timeout,
+    ):
+        if record.value is None:
+            continue
+        try:
+            story = Story.from_bytes(record.value)
+        except SchemaError as exc:
+            logger.warning("skipping unreadable story at %s@%d: %s", topic, record.offset, exc)
+            continue
+        if (story.story_id, story.revision) in seen:
+            continue
+        seen.add((story.story_id, story.revision))
+        yield story
+
+
+def story_line(story: Story) -> str:
+    """One readable line for a story as it changed."""
+    signals = ",".join(f"{name} {count}" for name, count in story.signals.items()) or "-"
+    evidence = f' "{story.evidence[0].sentence}"' if story.evidence else ""
+    link = next((a.url for a in reversed(story.articles) if a.url), "")
+    return (
+        f"{story.updated_at} {story.status:<9} {story.headline} | {len(story.articles)} articles, "
+        f"{story.outlets} outlets | signals {signals} | severity {story.severity} | "
+        f"score {story.max_score:.2f}{evidence}{' ' + link if link else ''}"
+    )
+
+
+def _stories_command(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    with embedded_broker(settings, keep=False):
+        try:
+            for story in read_stories(
+                settings, from_beginning=args.from_beginning, until_idle=args.until_idle
+            ):
+                print(story.to_json() if args.json else story_line(story), flush=True)
+        except BrokenPipeError:
+            pass
+    return 0
 
 
 def _alerts_command(args: argparse.Namespace) -> int:

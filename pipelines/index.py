@@ -230,13 +230,34 @@ def _point(
     pane=beam.DoFn.PaneInfoParam,
 ) -> IndexPoint:
     resolution, sums = element
+    timing = {0: "EARLY", 1: "ON_TIME", 2: "LATE"}.get(int(pane.timing), "UNKNOWN")
+    return _make_point(
+        resolution,
+        float(win.start),
+        float(win.end),
+        sums,
+        pane_index=int(pane.index),
+        pane_timing=timing,
+        final=bool(pane.is_last),
+    )
+
+
+def _make_point(
+    resolution: str,
+    start: float,
+    end: float,
+    sums: Sequence[float],
+    *,
+    pane_index: int,
+    pane_timing: str,
+    final: bool,
+) -> IndexPoint:
     articles = int(sums[0])
     mean = (lambda total: total / articles) if articles else (lambda total: 0.0)
-    timing = {0: "EARLY", 1: "ON_TIME", 2: "LATE"}.get(int(pane.timing), "UNKNOWN")
     return IndexPoint(
         resolution=resolution,
-        window_start=_iso(float(win.start)),
-        window_end=_iso(float(win.end)),
+        window_start=_iso(start),
+        window_end=_iso(end),
         articles=articles,
         alerts=int(sums[1]),
         escalation_score_mean=round(mean(sums[2]), 6),
@@ -244,10 +265,33 @@ def _point(
             name: {"count": int(sums[3 + i]), "mean_score": round(mean(sums[3 + _N + i]), 6)}
             for i, name in enumerate(SIGNAL_TYPES)
         },
-        pane_index=int(pane.index),
-        pane_timing=timing,
-        final=bool(pane.is_last),
+        pane_index=pane_index,
+        pane_timing=pane_timing,
+        final=final,
         emitted_at=utc_now(),
+    )
+
+
+def _window_rows(element: tuple[Any, Any], resolutions: Sequence[str]) -> Iterator[tuple]:
+    """(ack, PredictionResult) → ((resolution, window start), feature row) per resolution.
+
+    The fixed window of the article's event time, as `window.FixedWindows`
+    assigns it; an article without one is left out (and counted missing).
+    """
+    event_ms = event_time_ms(element[1].example)
+    if event_ms is None:
+        return
+    row = index_features(element)
+    for resolution in resolutions:
+        size = RESOLUTIONS[resolution]
+        yield (resolution, event_ms // 1000 // size * size), row
+
+
+def _window_point(key: tuple[str, int], sums: list[float]) -> IndexPoint:
+    resolution, start = key
+    end = start + RESOLUTIONS[resolution]
+    return _make_point(
+        resolution, start, end, sums, pane_index=0, pane_timing="ON_TIME", final=True
     )
 
 
@@ -283,13 +327,26 @@ class IndexPoints(beam.PTransform):
 
 
 class EscalationIndex(beam.PTransform):
-    """(ack, PredictionResult) pairs → `IndexPoint`s for every configured resolution."""
+    """(ack, PredictionResult) pairs → `IndexPoint`s for every configured resolution.
 
-    def __init__(self, spec: IndexSpec) -> None:
+    ``bounded``: the input is finite and the runner may lack windows and
+    triggers (the DaskRunner); each article is keyed by its fixed window
+    and the windows are combined once, giving one final point per window.
+    """
+
+    def __init__(self, spec: IndexSpec, *, bounded: bool = False) -> None:
         super().__init__()
         self._spec = spec
+        self._bounded = bounded
 
     def expand(self, predictions):
+        if self._bounded:
+            return (
+                predictions
+                | "IndexWindows" >> beam.FlatMap(_window_rows, self._spec.resolutions)
+                | "CombineWindows" >> beam.CombinePerKey(IndexCombineFn())
+                | "WindowPoints" >> beam.MapTuple(_window_point)
+            )
         rows = predictions | "IndexFeatures" >> beam.ParDo(IndexFeaturesFn())
         points = []
         for resolution in self._spec.resolutions:

@@ -8,8 +8,7 @@ its outcome durably written. That gives at-least-once processing on any Beam
 runner without relying on runner checkpoints; outcomes are keyed
 deterministically, so duplicates after a crash are removed by key downstream.
 
-Python-native I/O keeps the local runner free of a JVM expansion service;
-on a Flink cluster the same transforms run in the Python SDK workers.
+Python-native I/O keeps the local runner free of a JVM expansion service.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import apache_beam as beam
@@ -30,6 +29,7 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
 from kafka import errors as kafka_errors
 
+from newswatch import metrics
 from newswatch.topics import make_consumer, make_producer
 
 __all__ = [
@@ -103,7 +103,9 @@ class KafkaRecord:
         return f"{self.topic}/{self.partition}@{self.offset}"
 
     def ack(self) -> OutcomeAck:
-        return OutcomeAck(self.topic, self.partition, self.claimed_from, self.offset + 1)
+        return OutcomeAck(
+            self.topic, self.partition, self.claimed_from, self.offset + 1, self.timestamp_ms
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,8 @@ class OutcomeAck:
     partition: int
     start: int
     end: int
+    timestamp_ms: int | None = field(default=None, compare=False)
+    """Kafka timestamp of the input record (for the ack-to-outcome latency metric)."""
 
 
 def plan_partitions(
@@ -270,12 +274,14 @@ class _ReadPartitionFn(beam.DoFn):
         consumer.seek(tp, position)
         batch = consumer.poll(timeout_ms=self._poll_timeout_ms, max_records=self._max_records)
         records = batch.get(tp, [])
+        metrics.reader_polled(spec.topic, spec.partition)
         for record in records:
             if record.offset < position:
                 continue
             if not tracker.try_claim(record.offset):
                 return
             self._records.inc()
+            metrics.ARTICLES_READ.inc()
             ts = _event_time(record.timestamp)
             current = watermark.current_watermark()
             if current is None or ts > current:
@@ -420,6 +426,7 @@ class WriteToKafkaFn(beam.DoFn):
                 # producer replaces itself, see `newswatch.topics.Producer`).
                 future.get(timeout=60)
             self._written.inc(len(entry.futures))
+            metrics.observe_ack_to_outcome(entry.record.ack.timestamp_ms)
             ack = entry.record.ack
             yield WindowedValue(
                 (f"{ack.topic}/{ack.partition}", ack), entry.timestamp, [entry.window]

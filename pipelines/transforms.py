@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
+from newswatch import metrics
 from newswatch.config import KafkaSettings
 from newswatch.schemas import Alert, Article, Classification, DeadLetter, Decision, SchemaError
 from pipelines.kafkaio import KafkaRecord, OutboundMessage, OutboundRecord, OutcomeAck
@@ -81,6 +82,7 @@ class DecodeArticleFn(beam.DoFn):
             article = decode_article(record.value)
         except SchemaError as exc:
             self._dead.inc()
+            metrics.DEAD_LETTERS.labels(stage="decode").inc()
             key = record.key.decode("utf-8", "replace") if record.key else None
             letter = DeadLetter.of("decode", exc, record.origin, record.value, key=key)
             yield beam.pvalue.TaggedOutput(
@@ -147,6 +149,7 @@ def _failed_batch_to_dead_letters(failure, topic: str) -> Iterator[OutboundRecor
             article.to_bytes() if isinstance(article, Article) else repr(article),
             key=getattr(article, "id", None),
         )
+        metrics.DEAD_LETTERS.labels(stage="classify").inc()
         yield _dead_letter_record(topic, letter, ack)
 
 
@@ -169,6 +172,7 @@ class RouteOutcomesFn(beam.DoFn):
         article: Article = prediction.example
         result: Classification = prediction.inference
         decision = Decision.from_classification(article, result)
+        metrics.DECISIONS.inc()
         messages = [
             OutboundMessage(self._decisions_topic, article.id.encode(), decision.to_bytes())
         ]
@@ -178,6 +182,7 @@ class RouteOutcomesFn(beam.DoFn):
                 0, OutboundMessage(self._alerts_topic, alert.alert_id.encode(), alert.to_bytes())
             )
             self._alerts.inc()
+            metrics.ALERTS.inc()
         else:
             self._no_alerts.inc()
         for story_messages in more:
