@@ -1,14 +1,16 @@
-"""The Prism runner as a child process that a Ctrl-C in the terminal does not stop.
+"""The Prism runner as a child process that a Ctrl-C or a service stop does not stop.
 
 Beam's PrismRunner starts Prism itself. A Ctrl-C in the terminal signals the
 whole foreground process group, Prism included, which died at once (Go's
 default for SIGINT) and took the job with it: the pipeline could not drain, and
-Beam's gRPC threads printed tracebacks. `PrismJobService` starts Prism with
-SIGINT ignored (a Go program keeps an ignored SIGINT ignored), so only
-newswatch acts on the Ctrl-C: it drains the job, then stops Prism with SIGTERM.
-Prism stays in newswatch's process group, so killing the group kills it too,
-and the kernel kills it when newswatch dies (``PR_SET_PDEATHSIG``), so even a
-``kill -9`` of newswatch alone leaves no runner behind. The pipeline is
+Beam's gRPC threads printed tracebacks; a SIGTERM to the process group did the
+same. `PrismJobService` starts Prism in a session of its own with SIGINT
+ignored, so only newswatch acts on a signal to its group: it drains the job,
+then stops Prism with SIGKILL (the job is finished: Prism holds nothing worth
+flushing). The kernel kills Prism when newswatch dies (``PR_SET_PDEATHSIG``),
+so even a ``kill -9`` of newswatch leaves no runner behind. (Go keeps only an
+ignored SIGINT or SIGHUP ignored, not SIGTERM: hence the session. The systemd
+unit sends SIGTERM to the main process only, ``KillMode=mixed``.) The pipeline is
 submitted to it with ``--job_endpoint``::
 
     with PrismJobService(settings.runner.prism_location) as endpoint:
@@ -80,6 +82,9 @@ class PrismJobService:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_detach_from_ctrl_c,
+                # Its own session: a signal to newswatch's process group (a terminal's
+                # Ctrl-C, `kill -- -PGID`) reaches newswatch alone, which drains first.
+                start_new_session=True,
             )
             threading.Thread(
                 target=_forward_output, args=(self._process.stdout,), name="prism-log", daemon=True
@@ -112,13 +117,11 @@ class PrismJobService:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
-        process.send_signal(signal.SIGTERM)  # SIGINT it ignores
+        process.kill()
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            logger.warning("Prism (pid %d) still up after %.0f s: killed", process.pid, timeout)
-            process.kill()
-            process.wait()
+            logger.warning("Prism (pid %d) still up %.0f s after SIGKILL", process.pid, timeout)
 
 
 def _forward_output(stream: IO[bytes]) -> None:
