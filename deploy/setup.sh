@@ -3,7 +3,7 @@
 #   1. a Python 3.11 virtualenv in .venv with newswatch (editable) and its deps (PyPI);
 #   2. the Kafka broker jars in deploy/kafka/lib (Maven Central, via mvn);
 #   3. the Prism Beam runner in .tools/bin/prism (built from the Go module proxy);
-#   4. Debian's chromium, for the test that renders the backtest report headless;
+#   4. Debian's chromium and chromedriver, for the headless tests of the report and web page;
 #   5. the classifier artefact in models/artifacts (trained here, offline, on the CPU).
 # Each step is skipped when its inputs did not change (stamp files), so re-runs take
 # seconds; downloads go through pip's, Maven's and Go's own caches.
@@ -77,28 +77,32 @@ else
   say "Prism up to date"
 fi
 
-# 4. Headless Chromium (Debian package): the backtest report's rendering test ---------
-if ! command -v chromium >/dev/null; then
+# 4. Headless Chromium (Debian packages): the report's rendering test, and the web page's
+#    browser test (Selenium drives it through chromedriver) --------------------------
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   t=$(date +%s)
-  say "installing Debian's chromium (for the report rendering test)"
+  say "installing Debian's chromium and chromium-driver (for the headless browser tests)"
   sudo_=""; [ "$(id -u)" = 0 ] || sudo_="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo_ apt-get install -y -q chromium > .tools/apt.log 2>&1; then
+  if ! $sudo_ apt-get install -y -q chromium chromium-driver > .tools/apt.log 2>&1; then
     $sudo_ apt-get update -q >> .tools/apt.log 2>&1
-    $sudo_ apt-get install -y -q chromium >> .tools/apt.log 2>&1 \
+    $sudo_ apt-get install -y -q chromium chromium-driver >> .tools/apt.log 2>&1 \
       || { cat .tools/apt.log >&2; say "error: could not install chromium"; exit 2; }
   fi
   say "chromium ready ($(elapsed "$t"))"
 fi
 
 # 5. Classifier -----------------------------------------------------------------------
-# Retrained when the training code or the labelled data change; the artefact is
-# versioned by its data hash, and the pipeline loads models/artifacts/LATEST.
+# Retrained when the training code or the labelled data change: every *.jsonl under
+# ../shared/data/labelled and data/labelled (rows published from 2024 on are left
+# out). C is chosen on rolling-origin folds; encoder features are cached by content
+# hash under models/artifacts/.cache, so a retrain after new labels encodes only the
+# new rows. The artefact is versioned by its data hash; the pipeline loads LATEST.
 t=$(date +%s)
 if [ "${NEWSWATCH_SKIP_TRAIN:-0}" != 1 ]; then
   data=../shared/data/labelled/dev.jsonl
   [ -f "$data" ] || { say "error: labelled data not found at $data (../shared beside the checkout)"; exit 2; }
-  want=$(hash_of models/*.py "$data")
+  want=$(hash_of models/*.py ../shared/data/labelled/*.jsonl $(ls data/labelled/*.jsonl 2>/dev/null))
   if stamp_ok models/artifacts/.stamp "$want" && [ -f models/artifacts/LATEST ]; then
     say "classifier artefact up to date ($(cat models/artifacts/LATEST))"
   else

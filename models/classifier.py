@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from models.features import N_LEXICAL, lexical_features
+from models.features import lexical_features, n_lexical
 from models.labels import (
     DEFAULT_THRESHOLDS,
     MODEL_NAME,
@@ -48,9 +48,12 @@ __all__ = [
     "MAX_TOKENS",
     "EscalationClassifier",
     "ModelInputs",
+    "Scores",
+    "decide",
     "document_inputs",
     "escalation_logit",
     "load_tokenizer",
+    "probabilities",
     "resolve_artifact",
 ]
 
@@ -123,13 +126,24 @@ def escalation_logit(logits: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
+def _padded(ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids right-padded to the longest, and the attention mask."""
+    width = max((len(i) for i in ids), default=0)
+    input_ids = np.zeros((len(ids), width), dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, tokens in enumerate(ids):
+        input_ids[row, : len(tokens)] = tokens
+        mask[row, : len(tokens)] = 1
+    return input_ids, mask
+
+
 def _softmax(x: np.ndarray) -> np.ndarray:
     e = np.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
 
 
 @dataclass(slots=True)
-class _Scores:
+class Scores:
     """Probabilities of a set of model inputs, one row per input."""
 
     taiwan: np.ndarray
@@ -138,21 +152,83 @@ class _Scores:
     severity: np.ndarray
 
 
+def probabilities(
+    logits: np.ndarray, calibration: Sequence[float] = (1.0, 0.0), *, combined: bool = True
+) -> Scores:
+    """Probabilities of raw network outputs ``[n, N_OUTPUTS]``; escalation calibrated.
+
+    ``combined`` scores escalation with `escalation_logit` (artefacts before that
+    rule used the escalation head alone).
+    """
+    scale, shift = calibration
+
+    def part(name: str) -> np.ndarray:
+        begin, end = OUTPUT_SLICES[name]
+        return logits[:, begin:end]
+
+    evidence = escalation_logit(logits) if combined else part("escalation")[:, 0]
+    return Scores(
+        taiwan=_sigmoid(part("taiwan_related")[:, 0]),
+        escalation=_sigmoid(float(scale) * evidence + float(shift)),
+        signals=_sigmoid(part("signals")),
+        severity=_softmax(part("severity")),
+    )
+
+
+def decide(scores: Scores, rows: slice, thresholds: Mapping[str, float]) -> dict[str, Any]:
+    """The decision fields of one document from the scores of its inputs ``rows``.
+
+    A document takes the maximum over its windows; this one function decides
+    for serving and for evaluation on cached features alike.
+    """
+    t = thresholds
+    taiwan_score = float(scores.taiwan[rows].max())
+    escalation_score = float(scores.escalation[rows].max())
+    signal_matrix = scores.signals[rows]
+    signal_scores = {name: float(signal_matrix[:, i].max()) for i, name in enumerate(SIGNALS)}
+    escalation = escalation_score >= t["escalation"]
+    signals: list[str] = []
+    severity = 0
+    if escalation:
+        signals = [name for name in SIGNALS if signal_scores[name] >= t[name]]
+        if not signals:
+            # The guide's escalation implies a signal: report the likeliest one.
+            signals = [max(SIGNALS, key=signal_scores.__getitem__)]
+        severity = severity_from_signals(signals)
+        if "military" in signals:
+            window = int(signal_matrix[:, SIGNALS.index("military")].argmax())
+            probs = scores.severity[rows][window]
+            if probs[3] + probs[4] >= 0.5:
+                severity = max(severity, 4 if probs[4] > probs[3] else 3)
+    return {
+        "taiwan_related": escalation or taiwan_score >= t["taiwan_related"],
+        "taiwan_score": round(taiwan_score, 4),
+        "escalation": escalation,
+        "escalation_score": round(escalation_score, 4),
+        "signals": signals,
+        "signal_scores": {k: round(v, 4) for k, v in signal_scores.items()},
+        "severity": severity,
+    }
+
+
 @dataclass(slots=True)
 class ModelInputs:
-    """A document laid out as model inputs: one text and lexical row per window."""
+    """A document laid out as model inputs: one text, headline and lexical row per window."""
 
     title: str
     sentences: list[str]
     windows: list[Window]
     texts: list[str]
     lexical: list[np.ndarray]
+    headlines: list[str]
+    """The headline view of each input (the headline; the text itself when there is none)."""
 
 
-def document_inputs(title: str, text: str) -> ModelInputs:
+def document_inputs(title: str, text: str, lexical: str = "v2") -> ModelInputs:
     """Sentence windows of a document, each joined to the headline, with lexical features.
 
-    Training builds its inputs from labelled rows with this same function.
+    Training builds its inputs from labelled rows with this same function;
+    ``lexical`` names the artefact's lexical feature set (`models.features`).
     """
     title = title.strip()
     sentences = split_sentences(text)
@@ -161,12 +237,14 @@ def document_inputs(title: str, text: str) -> ModelInputs:
         # article's topic (a window about "the remarks" needs to know whose, on what).
         title, sentences = sentences[0], sentences[1:]
     spans = windows(sentences) or [Window(0, 0, "")]
+    texts = [join_title(title, w.text) for w in spans]
     return ModelInputs(
         title=title,
         sentences=sentences,
         windows=spans,
-        texts=[join_title(title, w.text) for w in spans],
-        lexical=[lexical_features(title, sentences[w.start : w.end]) for w in spans],
+        texts=texts,
+        lexical=[lexical_features(title, sentences[w.start : w.end], lexical) for w in spans],
+        headlines=[title or t for t in texts],
     )
 
 
@@ -217,6 +295,8 @@ class EscalationClassifier:
         self.session = ort.InferenceSession(
             str(onnx_path), options, providers=["CPUExecutionProvider"]
         )
+        self.lexical = str(self.meta.get("lexical", "v2"))
+        self.headline_view = bool(self.meta.get("headline_view", False))
         self.thresholds: dict[str, float] = {
             **DEFAULT_THRESHOLDS,
             **self.meta.get("thresholds", {}),
@@ -255,13 +335,46 @@ class EscalationClassifier:
         """Token ids of each text (truncated, unpadded)."""
         return [encoding.ids for encoding in self.tokenizer.encode_batch(list(texts))]
 
-    def logits(self, texts: Sequence[str], lexical: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw network outputs ``[len(texts), N_OUTPUTS]``, batched by token length."""
-        return self.logits_from_ids(self.encode(texts), np.asarray(lexical, dtype=np.float32))
+    def logits(
+        self,
+        texts: Sequence[str],
+        lexical: Sequence[np.ndarray],
+        headlines: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Raw network outputs ``[len(texts), N_OUTPUTS]``, batched by token length.
 
-    def logits_from_ids(self, ids: Sequence[Sequence[int]], lexical: np.ndarray) -> np.ndarray:
-        """Raw network outputs for pre-tokenised inputs and their lexical features."""
-        lexical = np.asarray(lexical, dtype=np.float32).reshape(len(ids), N_LEXICAL)
+        ``headlines`` (one per text) feed the headline view of artefacts that have one.
+        """
+        title_ids = None
+        if self.headline_view:
+            title_ids = self.encode(headlines if headlines is not None else texts)
+        return self.logits_from_ids(
+            self.encode(texts), np.asarray(lexical, dtype=np.float32), title_ids
+        )
+
+    def feed(
+        self,
+        ids: Sequence[Sequence[int]],
+        lexical: np.ndarray,
+        title_ids: Sequence[Sequence[int]] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The ONNX inputs of one batch: padded ids and masks, lexical features."""
+        out = dict(zip(("input_ids", "attention_mask"), _padded(ids), strict=True))
+        out["lexical"] = np.asarray(lexical, dtype=np.float32)
+        if self.headline_view:
+            if title_ids is None:
+                raise ValueError(f"model {self.version} also needs each input's headline")
+            out.update(zip(("title_ids", "title_mask"), _padded(title_ids), strict=True))
+        return out
+
+    def logits_from_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        lexical: np.ndarray,
+        title_ids: Sequence[Sequence[int]] | None = None,
+    ) -> np.ndarray:
+        """Raw network outputs for pre-tokenised inputs (and headlines) and lexical features."""
+        lexical = np.asarray(lexical, dtype=np.float32).reshape(len(ids), n_lexical(self.lexical))
         out = np.zeros((len(ids), OUTPUT_SLICES["severity"][1]), dtype=np.float32)
         # Sorting by length keeps padding, and so wasted work, small; a token
         # budget keeps each run small (on 2 cores, ~8 inputs of ~100 tokens per
@@ -278,36 +391,17 @@ class EscalationClassifier:
                 rows += 1
             chunk = order[begin : begin + rows]
             begin += rows
-            width = max(len(ids[i]) for i in chunk)
-            input_ids = np.zeros((len(chunk), width), dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, i in enumerate(chunk):
-                input_ids[row, : len(ids[i])] = ids[i]
-                mask[row, : len(ids[i])] = 1
+            titles = [title_ids[i] for i in chunk] if title_ids is not None else None
             (result,) = self.session.run(
-                ["logits"],
-                {"input_ids": input_ids, "attention_mask": mask, "lexical": lexical[chunk]},
+                ["logits"], self.feed([ids[i] for i in chunk], lexical[chunk], titles)
             )
             out[chunk] = result
         return out
 
-    def scores(self, logits: np.ndarray) -> _Scores:
+    def scores(self, logits: np.ndarray) -> Scores:
         """Probabilities from raw outputs; escalation calibrated."""
-        scale, shift = self._calibration
-
-        def part(name: str) -> np.ndarray:
-            begin, end = OUTPUT_SLICES[name]
-            return logits[:, begin:end]
-
-        if self.meta.get("escalation_rule") == "combined":
-            evidence = escalation_logit(logits)
-        else:  # artefacts before the combined rule: the escalation head alone
-            evidence = part("escalation")[:, 0]
-        return _Scores(
-            taiwan=_sigmoid(part("taiwan_related")[:, 0]),
-            escalation=_sigmoid(scale * evidence + shift),
-            signals=_sigmoid(part("signals")),
-            severity=_softmax(part("severity")),
+        return probabilities(
+            logits, self._calibration, combined=self.meta.get("escalation_rule") == "combined"
         )
 
     # -- articles ----------------------------------------------------------------
@@ -317,17 +411,19 @@ class EscalationClassifier:
         docs: list[_Doc | None] = []
         texts: list[str] = []
         lexical: list[np.ndarray] = []
+        headlines: list[str] = []
         for article in articles:
             if self.prefilter and not could_be_taiwan_related(f"{article.title}\n{article.text}"):
                 docs.append(None)
                 continue
-            inputs = document_inputs(article.title, article.text)
+            inputs = document_inputs(article.title, article.text, self.lexical)
             start = len(texts)
             texts.extend(inputs.texts)
             lexical.extend(inputs.lexical)
+            headlines.extend(inputs.headlines)
             docs.append(_Doc(inputs, slice(start, len(texts))))
 
-        scores = self.scores(self.logits(texts, lexical)) if texts else None
+        scores = self.scores(self.logits(texts, lexical, headlines)) if texts else None
         decided = [self._decide(doc, scores) if doc else None for doc in docs]
         evidence = self._evidence(docs, decided, scores)
         return [
@@ -350,47 +446,19 @@ class EscalationClassifier:
             model_version=self.version,
         )
 
-    def _decide(self, doc: _Doc, scores: _Scores | None) -> dict[str, Any] | None:
+    def _decide(self, doc: _Doc, scores: Scores | None) -> dict[str, Any] | None:
         """Article-level decision from its windows' scores (max over windows)."""
         if scores is None or (not doc.title and not doc.sentences):
             return None
-        rows = doc.rows
-        t = self.thresholds
-        taiwan_score = float(scores.taiwan[rows].max())
-        escalation_score = float(scores.escalation[rows].max())
-        signal_matrix = scores.signals[rows]
-        signal_scores = {name: float(signal_matrix[:, i].max()) for i, name in enumerate(SIGNALS)}
-        escalation = escalation_score >= t["escalation"]
-        signals: list[str] = []
-        severity = 0
-        if escalation:
-            signals = [name for name in SIGNALS if signal_scores[name] >= t[name]]
-            if not signals:
-                # The guide's escalation implies a signal: report the likeliest one.
-                signals = [max(SIGNALS, key=signal_scores.__getitem__)]
-            severity = severity_from_signals(signals)
-            if "military" in signals:
-                window = int(signal_matrix[:, SIGNALS.index("military")].argmax())
-                probs = scores.severity[rows][window]
-                if probs[3] + probs[4] >= 0.5:
-                    severity = max(severity, 4 if probs[4] > probs[3] else 3)
-        return {
-            "taiwan_related": escalation or taiwan_score >= t["taiwan_related"],
-            "taiwan_score": round(taiwan_score, 4),
-            "escalation": escalation,
-            "escalation_score": round(escalation_score, 4),
-            "signals": signals,
-            "signal_scores": {k: round(v, 4) for k, v in signal_scores.items()},
-            "severity": severity,
-            "model": self.name,
-            "model_version": self.version,
-        }
+        fields = decide(scores, doc.rows, self.thresholds)
+        fields.update(model=self.name, model_version=self.version)
+        return fields
 
     def _evidence(
         self,
         docs: list[_Doc | None],
         decided: list[dict[str, Any] | None],
-        scores: _Scores | None,
+        scores: Scores | None,
     ) -> list[list[str]]:
         """The decisive sentences of each escalating article, most decisive first.
 
@@ -404,6 +472,7 @@ class EscalationClassifier:
         plans: list[tuple[int, list[str], int]] = []
         inputs: list[str] = []
         lexical: list[np.ndarray] = []
+        headlines: list[str] = []
         for index, (doc, fields) in enumerate(zip(docs, decided, strict=True)):
             if doc is None or fields is None or not fields["escalation"] or scores is None:
                 continue
@@ -419,11 +488,13 @@ class EscalationClassifier:
             start = len(inputs)
             for c in candidates:
                 inputs.append(join_title(doc.title, c) if c != doc.title else c)
-                lexical.append(lexical_features(doc.title, [c] if c != doc.title else []))
+                headlines.append(doc.title or c)
+                units = [c] if c != doc.title else []
+                lexical.append(lexical_features(doc.title, units, self.lexical))
             plans.append((index, candidates, start))
         if not inputs:
             return found
-        scored = self.scores(self.logits(inputs, lexical))
+        scored = self.scores(self.logits(inputs, lexical, headlines))
         for index, candidates, start in plans:
             fields = decided[index]
             assert fields is not None

@@ -1,12 +1,14 @@
 """Subcommands of the classifier: ``newswatch model train|eval`` and ``newswatch classify``.
 
-    newswatch model train [--data FILE] [--version V] [--c C] [--folds K]
-    newswatch model eval [--data FILE.jsonl] [--split test|train|all] [--compare V] [--json]
+    newswatch model train [--data PATH...] [--recipe NAME] [--c C] [--no-select]
+    newswatch model eval [--data FILE.jsonl...] [--split test|train|all] [--compare V] [--json]
+    newswatch model eval --rolling [--data PATH...] [--recipe NAME] [--compare V] [--json]
     newswatch classify PATH... [--jsonl]
 
 ``model eval`` scores the model, any ``--compare`` versions and the keyword
 baseline on the same rows with `models.evaluate`, with paired bootstrap intervals
 of the model's lead over each; with ``--json`` its last output line is one JSON object.
+``model eval --rolling`` refits recipes on rolling-origin folds (`models.rolling`).
 ``classify`` reads local documents (.txt, .html, .json, .jsonl, .xml) and
 prints one JSON decision per document, without a broker.
 """
@@ -36,16 +38,61 @@ def register(subparsers: Any) -> None:
     model = subparsers.add_parser("model", help="train or evaluate the classifier")
     actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
 
-    train = actions.add_parser("train", help="fine-tune the classifier and write an artefact")
+    train = actions.add_parser(
+        "train", help="fit the classifier on the labelled rows and write an artefact"
+    )
     add_common_flags(train)
     add_flags(train, "model", ["artifacts_dir"])
-    train.add_argument("--data", type=Path, default=None, help="labelled JSON-lines rows")
-    train.add_argument("--version", dest="train_version", default=None, help="artefact version")
-    train.add_argument("--c", type=float, default=None, help="inverse L2 strength of the heads")
-    train.add_argument("--folds", type=int, default=None, help="cross-validation folds")
-    train.add_argument("--seed", type=int, default=None)
     train.add_argument(
-        "--quantize", action=argparse.BooleanOptionalAction, default=None, help="try int8"
+        "--data",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="labelled JSON-lines files or directories (every *.jsonl in them); rows "
+        "published from 2024 on are left out (default: the labelled_sources setting, "
+        "$NEWSWATCH_MODEL_LABELLED_SOURCES)",
+    )
+    train.add_argument(
+        "--version",
+        dest="train_version",
+        default=None,
+        help="artefact version to write (default: <format>-<hash of the rows>; no env variable)",
+    )
+    train.add_argument(
+        "--recipe",
+        default=None,
+        help="training recipe: v3 (default) or v2, the previous one (no env variable)",
+    )
+    train.add_argument(
+        "--c",
+        type=float,
+        default=None,
+        help="inverse L2 strength of the heads; skips the selection of C "
+        "(default: chosen on the rolling-origin folds; no env variable)",
+    )
+    train.add_argument(
+        "--select",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="choose C by mean escalation F1 on the rolling-origin folds (default: on; "
+        "no env variable)",
+    )
+    train.add_argument(
+        "--inner-folds",
+        type=int,
+        default=None,
+        help="story-grouped folds that calibrate and set thresholds, 0 for none "
+        "(default: 5; no env variable)",
+    )
+    train.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: 13; no env variable)"
+    )
+    train.add_argument(
+        "--quantize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the int8 model when it decides as fp32 does (default: on; no env variable)",
     )
     train.set_defaults(handler=_train)
 
@@ -53,29 +100,63 @@ def register(subparsers: Any) -> None:
     add_common_flags(evaluate)
     add_flags(evaluate, "model", _SERVING_FLAGS)
     evaluate.add_argument(
-        "--data", type=Path, default=None, help="labelled JSON-lines rows (default: the dev set)"
+        "--data",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="labelled JSON-lines files (or, with --rolling, directories) to score "
+        "(default: the dev set, $NEWSWATCH_MODEL_LABELLED_DATA; with --rolling every "
+        "labelled source, $NEWSWATCH_MODEL_LABELLED_SOURCES)",
     )
     evaluate.add_argument(
         "--split",
         choices=("test", "train", "all"),
         default=None,
-        help="rows to score (default: test for the dev set, all for --data)",
+        help="rows to score: test (2023 on), train (before 2023) or all (default: test for "
+        "the dev set, all for --data; no env variable; ignored with --rolling)",
+    )
+    evaluate.add_argument(
+        "--rolling",
+        action="store_true",
+        help="rolling-origin validation instead: for each test year 2021-2023 fit the "
+        "model's recipe on the rows before it and score that year, with episode recall "
+        "(default: off; no env variable; needs the training extras)",
+    )
+    evaluate.add_argument(
+        "--recipe",
+        default=None,
+        help="with --rolling, the recipe to score (default: the loaded model's; no env variable)",
     )
     evaluate.add_argument(
         "--compare",
         metavar="VERSION",
         action="append",
         default=[],
-        help="also score this model version (repeatable), paired with the model",
+        help="also score this model version (repeatable), paired with the model; with "
+        "--rolling, that version's recipe (or a recipe name such as v2) refitted on each "
+        "fold (default: none; no env variable)",
     )
-    evaluate.add_argument("--json", action="store_true", help="end with one JSON line")
-    evaluate.add_argument("--errors", action="store_true", help="list wrong escalation decisions")
+    evaluate.add_argument(
+        "--json", action="store_true", help="end with one JSON line (default: off)"
+    )
+    evaluate.add_argument(
+        "--errors",
+        action="store_true",
+        help="list wrong escalation decisions (default: off; no env variable)",
+    )
     evaluate.set_defaults(handler=_eval)
 
     classify = subparsers.add_parser("classify", help="classify local documents offline")
     add_common_flags(classify)
     add_flags(classify, "model", _SERVING_FLAGS)
-    classify.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    classify.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="PATH",
+        help="documents (.txt, .html, .json, .jsonl, .xml) or directories of them",
+    )
     classify.set_defaults(handler=_classify)
 
 
@@ -85,22 +166,28 @@ def _train(args: argparse.Namespace) -> int:
     settings = load_settings(args).model
     overrides = {
         "version": args.train_version,
+        "recipe": args.recipe,
         "c": args.c,
-        "folds": args.folds,
+        "select": args.select,
+        "inner_folds": args.inner_folds,
         "seed": args.seed,
         "quantize": args.quantize,
     }
-    data = args.data or settings.labelled_data
-    if not Path(data).is_file():
-        raise ConfigError(f"--data: no such file {data}")
+    data = list(args.data or settings.labelled_sources)
+    missing = [str(p) for p in data if not Path(p).exists()]
+    if missing:
+        raise ConfigError(f"--data: no such file or directory {', '.join(missing)}")
     config = TrainConfig(
-        data=Path(data),
+        data=[Path(p) for p in data],
         artifacts_dir=settings.artifacts_dir,
         **{k: v for k, v in overrides.items() if v is not None},
     )
     started = time.monotonic()
-    meta = train(config)
-    print(json.dumps(meta.get("metrics", {}).get("test", {}), sort_keys=True))
+    try:
+        meta = train(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    print(json.dumps(meta["rolling"]["mean"], sort_keys=True))
     print(f"trained {meta['version']} in {time.monotonic() - started:.0f}s")
     return 0
 
@@ -121,12 +208,15 @@ def _eval(args: argparse.Namespace) -> int:
     from models.labels import could_be_taiwan_related
 
     settings = load_settings(args).model
-    path = args.data or settings.labelled_data
+    if args.rolling:
+        return _eval_rolling(args, settings)
+    paths = args.data or [settings.labelled_data]
+    path = ", ".join(str(p) for p in paths)
     split = args.split or ("all" if args.data else "test")
     try:
-        rows = split_rows(load_rows(path), split)
-    except FileNotFoundError:
-        raise ConfigError(f"--data: no such file {path}") from None
+        rows = split_rows([row for p in paths for row in load_rows(p)], split)
+    except (FileNotFoundError, IsADirectoryError) as exc:
+        raise ConfigError(f"--data: no such file {exc.filename}") from None
     except ValueError as exc:
         raise ConfigError(f"--data: {exc}") from None
     if not rows:
@@ -182,6 +272,65 @@ def _eval(args: argparse.Namespace) -> int:
             for name in compared
         }
         print(json.dumps(summary, sort_keys=True))
+    return 0
+
+
+def _eval_rolling(args: argparse.Namespace, settings: Any) -> int:
+    """``model eval --rolling``: recipes refitted on rolling-origin folds, with the baseline."""
+    from models.classifier import resolve_artifact
+    from models.data import before_cutoff, load_labelled
+    from models.featurize import FeatureCache
+    from models.recipe import RECIPES, predictor, recipe_from_meta
+    from models.rolling import rolling_evaluate
+
+    def recipe_of(version: str) -> tuple[str, Any]:
+        if version in RECIPES and not (Path(settings.artifacts_dir) / version).is_dir():
+            return f"recipe {version}", RECIPES[version]
+        directory = resolve_artifact(settings.artifacts_dir, version)
+        meta = json.loads((directory / "meta.json").read_text(encoding="utf-8"))
+        recipe = recipe_from_meta(meta)
+        return f"recipe {recipe.name} ({meta['version']})", recipe
+
+    if args.recipe:
+        if args.recipe not in RECIPES:
+            raise ConfigError(f"--recipe: unknown recipe {args.recipe!r} ({', '.join(RECIPES)})")
+        systems = [(f"recipe {args.recipe}", RECIPES[args.recipe])]
+    else:
+        systems = [recipe_of(settings.version)]
+    systems += [recipe_of(v) for v in args.compare]
+    if len({name for name, _ in systems}) < len(systems):
+        raise ConfigError("--compare: that recipe is already scored")
+    sources = args.data or settings.labelled_sources
+    try:
+        cut = before_cutoff(load_labelled(sources))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"--data: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"--data: {exc}") from None
+    if cut.excluded:
+        print(cut.message())
+    rows = cut.rows
+    cache = FeatureCache(Path(settings.artifacts_dir) / ".cache", progress=print)
+    started = time.monotonic()
+    try:
+        report = rolling_evaluate(
+            rows,
+            {name: predictor(rows, recipe, cache) for name, recipe in systems},
+            prefilter=settings.prefilter,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"--data: {exc}") from None
+    labelled = sum(bool(r.get("story")) for r in rows)
+    print(
+        f"{len(rows)} rows before 2024 from {', '.join(str(s) for s in sources)} "
+        f"({labelled} with a story label), folds scored in {time.monotonic() - started:.0f}s"
+    )
+    for name, recipe in systems:
+        print(f"  {name}: {recipe.describe()}")
+    print()
+    print(report.format())
+    if args.json:
+        print(json.dumps(report.to_dict(), sort_keys=True))
     return 0
 
 

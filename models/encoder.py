@@ -127,28 +127,37 @@ class _Encoder(nn.Module):
 class EscalationNet(nn.Module):
     """Frozen MiniLM encoder, pooled features, and a linear multi-task head.
 
-    ``forward(input_ids, attention_mask, lexical)`` returns ``[batch, N_OUTPUTS]``
-    logits. The features are the L2-normalised mean-pooled token states of the
-    layers in `POOL_LAYERS`, followed by the lexical features of
-    `models.features`; the head is linear over them.
+    ``forward(input_ids, attention_mask, lexical[, title_ids, title_mask])``
+    returns ``[batch, N_OUTPUTS]`` logits. The features are the L2-normalised
+    mean-pooled token states of the layers in `POOL_LAYERS` (of the input, and
+    with ``headline_view`` of the headline alone too), followed by the lexical
+    features of `models.features`; the head is linear over them.
     """
 
-    def __init__(self, cfg: dict, n_lexical: int = N_LEXICAL) -> None:
+    def __init__(self, cfg: dict, n_lexical: int = N_LEXICAL, headline_view: bool = False) -> None:
         super().__init__()
         self.config = cfg
         self.embeddings = _Embeddings(cfg)
         self.encoder = _Encoder(cfg)
-        self.n_features = cfg["hidden_size"] * len(POOL_LAYERS) + n_lexical
+        self.headline_view = headline_view
+        views = 2 if headline_view else 1
+        self.n_features = cfg["hidden_size"] * len(POOL_LAYERS) * views + n_lexical
         self.head = nn.Linear(self.n_features, N_OUTPUTS)
 
     @classmethod
-    def from_pretrained(cls, directory: Path | None = None) -> EscalationNet:
+    def from_pretrained(
+        cls,
+        directory: Path | None = None,
+        *,
+        n_lexical: int = N_LEXICAL,
+        headline_view: bool = False,
+    ) -> EscalationNet:
         """The pretrained encoder (packaged MiniLM by default) with a zero head."""
         from safetensors.torch import load_file
 
         directory = directory or encoder_dir()
         cfg = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-        net = cls(cfg)
+        net = cls(cfg, n_lexical, headline_view)
         state = load_file(str(directory / "model.safetensors"))
         state = {k.removeprefix("bert."): v for k, v in state.items()}
         wanted = {k: v for k, v in state.items() if k.startswith(("embeddings.", "encoder."))}
@@ -175,7 +184,18 @@ class EscalationNet(nn.Module):
         return torch.cat(pools, dim=-1)
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lexical: torch.Tensor
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        lexical: torch.Tensor,
+        title_ids: torch.Tensor | None = None,
+        title_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        features = torch.cat([self.pooled(input_ids, attention_mask), lexical], dim=-1)
-        return self.head(features)
+        parts = [self.pooled(input_ids, attention_mask)]
+        if self.headline_view:
+            if title_ids is None or title_mask is None:
+                raise ValueError(
+                    "this network also takes the headline alone (title_ids, title_mask)"
+                )
+            parts.append(self.pooled(title_ids, title_mask))
+        return self.head(torch.cat([*parts, lexical], dim=-1))

@@ -23,6 +23,7 @@ from models.text import join_title
 from newswatch.schemas import Article, article_id
 
 __all__ = [
+    "INTERVAL_METRICS",
     "BinaryScores",
     "EvalReport",
     "bootstrap_intervals",
@@ -30,6 +31,7 @@ __all__ = [
     "format_intervals",
     "format_reports",
     "load_rows",
+    "resampled_metrics",
     "row_article",
     "row_text",
     "split_rows",
@@ -202,10 +204,11 @@ INTERVAL_METRICS = (
 RESAMPLES = 2000
 
 
-def _resampled_metrics(
+def resampled_metrics(
     rows: Sequence[Mapping[str, Any]], predictions: Sequence[Any], samples: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """`INTERVAL_METRICS` on each resample (a row of indices) of the rows: ``[resamples]``."""
+    """`INTERVAL_METRICS` and each signal's F1 on each resample (a row of indices) of the
+    rows: ``[resamples]`` per metric."""
     gold = np.array([bool(r["escalation"]) for r in rows])
     pred = np.array([bool(_get(p, "escalation")) for p in predictions])
     gold_signals = np.array([[s in r["signals"] for s in SIGNALS] for r in rows], dtype=bool)
@@ -228,6 +231,7 @@ def _resampled_metrics(
         "escalation_recall": ratio(tp, tp + fn),
         "escalation_f1": ratio(2.0 * tp, 2.0 * tp + fp + fn),
         "signals_macro_f1": ratio((signal_f1 * used).sum(1), used.sum(1)),
+        **{f"signal_{name}_f1": signal_f1[:, i] for i, name in enumerate(SIGNALS)},
     }
 
 
@@ -256,8 +260,8 @@ def bootstrap_intervals(
         low, high = np.percentile(values, [tail, 100 - tail])
         return round(float(low), 4), round(float(high), 4)
 
-    metrics = {name: _resampled_metrics(rows, p, samples) for name, p in systems.items()}
-    out = {name: {k: interval(v) for k, v in m.items()} for name, m in metrics.items()}
+    metrics = {name: resampled_metrics(rows, p, samples) for name, p in systems.items()}
+    out = {name: {k: interval(m[k]) for k in INTERVAL_METRICS} for name, m in metrics.items()}
     first, *others = metrics
     for other in others:
         out[f"{first} - {other}"] = {

@@ -23,6 +23,7 @@ from typing import Any
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from models.classifier import EscalationClassifier, resolve_artifact
+from newswatch import metrics
 from newswatch.config import ModelSettings
 from newswatch.schemas import Article, Classification
 
@@ -59,7 +60,8 @@ class EscalationModelHandler(ModelHandler[Article, Classification, EscalationCla
         inference_args: dict[str, Any] | None = None,
     ) -> Iterable[PredictionResult]:
         """Classify the batch; each result pairs the article with its `Classification`."""
-        results = model.classify(batch)
+        with metrics.CLASSIFY_BATCH_SECONDS.time():
+            results = model.classify(batch)
         return [
             PredictionResult(example=article, inference=result, model_id=model.version)
             for article, result in zip(batch, results, strict=True)

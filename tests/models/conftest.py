@@ -33,7 +33,8 @@ def classifier(model_settings: ModelSettings) -> EscalationClassifier:
 
         train(
             TrainConfig(
-                data=model_settings.labelled_data, artifacts_dir=model_settings.artifacts_dir
+                data=list(model_settings.labelled_sources),
+                artifacts_dir=model_settings.artifacts_dir,
             )
         )
         return EscalationClassifier.load(model_settings)
