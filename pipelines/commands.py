@@ -19,12 +19,12 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from newswatch.config import PROJECT_ROOT, Settings, add_common_flags, add_flags, load_settings
 from newswatch.health import add_metrics_flags, worker_endpoint
-from newswatch.schemas import SchemaError, Story
+from newswatch.schemas import Story
 
 __all__ = ["follow_topic", "read_alerts", "read_stories", "register", "story_line"]
 
@@ -260,37 +260,21 @@ def follow_topic(
         consumer.close()
 
 
-def read_alerts(
-    settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
-) -> Iterator[dict]:
-    """Alerts from the alerts topic as dicts, each alert id once (dedup at the sink)."""
-    topic = settings.kafka.alerts_topic
-    seen: set[str] = set()
-    for record in follow_topic(
-        settings,
-        topic,
-        from_beginning=from_beginning,
-        until_idle=until_idle,
-        poll_timeout=poll_timeout,
-    ):
-        try:
-            alert = json.loads(record.value)
-        except (TypeError, ValueError):
-            logger.warning("skipping unreadable alert at %s@%d", topic, record.offset)
-            continue
-        alert_id = alert.get("alert_id") if isinstance(alert, dict) else None
-        if alert_id in seen:
-            continue
-        seen.add(alert_id)
-        yield alert
+def _follow_unique(
+    settings: Settings,
+    topic: str,
+    parse: Callable[[bytes], Any],
+    identity: Callable[[Any], Any],
+    *,
+    from_beginning: bool,
+    until_idle: bool,
+    poll_timeout: float,
+) -> Iterator[Any]:
+    """`follow_topic`, each record parsed and each identity yielded once (dedup at the sink).
 
-
-def read_stories(
-    settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
-) -> Iterator[Story]:
-    """Story records as they change (each revision once)."""
-    topic = settings.kafka.stories_topic
-    seen: set[tuple[str, int]] = set()
+    Tombstones are skipped; an unreadable record is logged with its offset and skipped.
+    """
+    seen: set[Any] = set()
     for record in follow_topic(
         settings,
         topic,
@@ -301,14 +285,45 @@ def read_stories(
         if record.value is None:
             continue
         try:
-            story = Story.from_bytes(record.value)
-        except SchemaError as exc:
-            logger.warning("skipping unreadable story at %s@%d: %s", topic, record.offset, exc)
+            item = parse(record.value)
+        except ValueError as exc:  # SchemaError and JSONDecodeError are ValueErrors
+            logger.warning("skipping unreadable record at %s@%d: %s", topic, record.offset, exc)
             continue
-        if (story.story_id, story.revision) in seen:
+        key = identity(item)
+        if key in seen:
             continue
-        seen.add((story.story_id, story.revision))
-        yield story
+        seen.add(key)
+        yield item
+
+
+def read_alerts(
+    settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
+) -> Iterator[dict]:
+    """Alerts from the alerts topic as dicts, each alert id once (dedup at the sink)."""
+    return _follow_unique(
+        settings,
+        settings.kafka.alerts_topic,
+        json.loads,
+        lambda alert: alert.get("alert_id") if isinstance(alert, dict) else None,
+        from_beginning=from_beginning,
+        until_idle=until_idle,
+        poll_timeout=poll_timeout,
+    )
+
+
+def read_stories(
+    settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
+) -> Iterator[Story]:
+    """Story records as they change (each revision once)."""
+    return _follow_unique(
+        settings,
+        settings.kafka.stories_topic,
+        Story.from_bytes,
+        lambda story: (story.story_id, story.revision),
+        from_beginning=from_beginning,
+        until_idle=until_idle,
+        poll_timeout=poll_timeout,
+    )
 
 
 def story_line(story: Story) -> str:
