@@ -4,8 +4,9 @@
 into a `Backtest`; with labelled rows it scores the decisions through
 `models.evaluate.evaluate`, the code path of ``newswatch model eval``, so a
 replay of a labelled file and an evaluation of the same rows agree.
-`write_report` renders a self-contained HTML page (inline CSS, plots embedded
-as PNG data and also written beside it):
+`write_report` renders a self-contained HTML page from the Jinja2 template
+``templates/report.html`` (inline CSS, plots embedded as PNG data and also
+written beside it):
 
 * the escalation index over time, per signal type, with the alerts marked;
 * the alert list: title, source, time, score, signals, evidence sentence;
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import html
 import json
 import logging
@@ -27,6 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import jinja2
+import markupsafe
 
 from newswatch.config import Settings
 from newswatch.schemas import (
@@ -629,237 +634,103 @@ def _plot_latency(backtest: Backtest) -> bytes | None:
     return _png(figure)
 
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;
-max-width:1180px;color:#222;padding:0 16px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:1px solid #ddd}
-.muted{color:#666}.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));
-gap:8px;margin:12px 0}.card{background:#f6f7f9;border-radius:6px;padding:8px 10px}
-.card b{display:block;font-size:20px}table{border-collapse:collapse;width:100%;font-size:13px}
-th,td{border-bottom:1px solid #e4e4e4;padding:5px 6px;text-align:left;vertical-align:top}
-th{background:#fafafa}td.num,th.num{text-align:right;white-space:nowrap}
-.sig{display:inline-block;border-radius:3px;padding:0 5px;margin:1px;color:#fff;font-size:12px}
-img{max-width:100%;height:auto}.evidence{color:#444;font-style:italic}
-.two{display:grid;grid-template-columns:1fr 1fr;gap:16px}
-"""
-
-
 def _html(result: Any, summary: dict[str, Any], images: dict[str, str]) -> str:
+    """The report page: ``templates/report.html`` over the replay's results."""
     backtest: Backtest = result.backtest
-    e = html.escape
-
-    def image(name: str, alt: str) -> str:
-        if name not in images:
-            return f"<p class='muted'>{e(alt)}: nothing to plot.</p>"
-        return f"<img alt='{e(alt)}' src='data:image/png;base64,{images[name]}'>"
-
-    def signals(names: Iterable[str]) -> str:
-        return "".join(
-            f"<span class='sig' style='background:{_COLOURS.get(n, '#555')}'>{e(n)}</span>"
-            for n in names
+    return (
+        _templates()
+        .get_template("report.html")
+        .render(
+            run_id=result.run_id,
+            summary=summary,
+            images=images,
+            backtest=backtest,
+            metric_rows=_metric_rows(backtest.metrics) if backtest.metrics is not None else [],
+            stories=_shown_stories(backtest),
+            latency=_latency(backtest),
         )
-
-    cards = [
-        ("articles", f"{summary['articles']:,}"),
-        ("alerts", f"{summary['alerts']:,}"),
-        ("duplicate alerts", f"{summary['duplicate_alerts']:,}"),
-        ("dead letters", f"{summary['dead_letters']:,}"),
-        ("fallback to capture time", f"{summary['fallback_to_capture_time']:,}"),
-        ("repeats skipped", f"{summary['repeats_skipped']:,}"),
-        ("duration", f"{summary['seconds']:.0f} s"),
-        ("articles/s", f"{summary['articles_per_second']:,.1f}"),
-    ]
-    parts = [
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
-        f"<title>newswatch backtest {e(result.run_id)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>Backtest {e(result.run_id)}</h1>",
-        "<p class='muted'>Archived entries replayed through the classification pipeline on "
-        "isolated topics, in event time (publication time, else capture time). "
-        f"{summary['snapshots']:,} feed snapshots and {summary['files']:,} files read, "
-        f"{summary['entries_read']:,} entries, {summary['repeats_skipped']:,} of them repeats "
-        "of an article already seen.</p>",
-        "<div class='grid'>"
-        + "".join(f"<div class='card'>{e(k)}<b>{v}</b></div>" for k, v in cards)
-        + "</div>",
-    ]
-    if backtest.metrics is not None:
-        parts.append(_metrics_html(backtest))
-    parts += [
-        "<h2>Escalation index</h2>",
-        image("timeline.png", "Escalation index over time with alerts"),
-        f"<p class='muted'>{summary['index_windows']:,} windows; "
-        f"{summary['index_missing']:,} classified articles arrived later than the allowed "
-        "lateness and are not counted in the index.</p>",
-        *_stories_html(backtest, image),
-        f"<h2>Article alerts ({len(backtest.alerts):,})</h2>",
-        "<table><tr><th>published (UTC)</th><th>title and evidence</th><th>source</th>"
-        "<th class='num'>score</th><th>signals</th><th class='num'>severity</th>"
-        "<th class='num'>latency</th></tr>",
-    ]
-    for row in backtest.alerts:
-        alert = row.alert
-        title = e(alert.title)
-        if alert.url:
-            title = f"<a href='{e(alert.url)}'>{title}</a>"
-        evidence = e(alert.evidence[0]) if alert.evidence else ""
-        latency = _human(row.latency) if row.latency is not None else "-"
-        when = (alert.published or "").replace("T", " ")
-        if not when and row.event_ms is not None:
-            captured = datetime.fromtimestamp(row.event_ms / 1000, UTC)
-            when = captured.strftime("%Y-%m-%d %H:%M:%SZ") + " (captured; no date)"
-        parts.append(
-            f"<tr><td>{e(when or '-')}</td>"
-            f"<td>{title}<div class='evidence'>{evidence}</div></td>"
-            f"<td>{e(alert.source)}</td><td class='num'>{alert.escalation_score:.2f}</td>"
-            f"<td>{signals(alert.signals)}</td><td class='num'>{alert.severity}</td>"
-            f"<td class='num'>{latency}</td></tr>"
-        )
-    parts.append("</table>")
-    parts += [
-        "<h2>Signals and sources</h2><div class='two'><div>",
-        image("signals.png", "Alerts per signal type"),
-        "<table><tr><th>signal</th><th class='num'>alerts</th></tr>",
-        *(
-            f"<tr><td>{signals([n])}</td><td class='num'>{c:,}</td></tr>"
-            for n, c in backtest.per_signal().items()
-        ),
-        "</table></div><div>",
-        image("sources.png", "Articles and alerts per source"),
-        "<table><tr><th>source</th><th class='num'>articles</th><th class='num'>alerts</th></tr>",
-        *(
-            f"<tr><td>{e(s)}</td><td class='num'>{a:,}</td><td class='num'>{n:,}</td></tr>"
-            for s, a, n in backtest.per_source()[:25]
-        ),
-        "</table></div></div>",
-        "<h2>Alert latency</h2>",
-        image("latency.png", "Alert latency"),
-        _latency_html(backtest),
-        "<p class='muted'>Generated by <code>newswatch replay</code>; plots are also saved "
-        "beside this page. Texts are copyright of their outlets.</p></body></html>",
-    ]
-    return "\n".join(parts)
-
-
-def _stories_html(backtest: Backtest, image: Any, top: int = 60) -> list[str]:
-    e = html.escape
-    escalated = [s for s in backtest.stories if s.escalation]
-    firsts = sum(1 for a in backtest.story_alerts if a.update == 0)
-    parts = [
-        f"<h2>Stories ({len(backtest.stories):,}; {len(escalated):,} escalated)</h2>",
-        f"<p class='muted'>{len(backtest.alerts):,} article alerts became {firsts:,} story "
-        f"alerts and {len(backtest.story_alerts) - firsts:,} updates on material change.</p>",
-        image("stories.png", "Story timeline"),
-    ]
-    if backtest.story_scores:
-        scores = backtest.story_scores
-        parts.append(
-            f"<p>Against {scores['rows']:,} labelled rows in {scores['stories']:,} labelled "
-            "stories (BCubed):</p><table><tr><th>grouping</th><th class='num'>precision</th>"
-            "<th class='num'>recall</th><th class='num'>F1</th></tr>"
-        )
-        for name, v in scores["scores"].items():
-            parts.append(
-                f"<tr><td>{e(name)}</td><td class='num'>{v['precision']:.3f}</td>"
-                f"<td class='num'>{v['recall']:.3f}</td><td class='num'>{v['f1']:.3f}</td></tr>"
-            )
-        parts.append("</table>")
-    parts.append(
-        "<table><tr><th>first seen (UTC)</th><th>headline and evidence</th>"
-        "<th class='num'>articles</th><th class='num'>outlets</th><th>status</th>"
-        "<th>signals</th><th class='num'>severity</th><th class='num'>score</th></tr>"
     )
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipelines", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        finalize=_escape_like_html_module,
+    )
+    env.filters.update(
+        number=_number,
+        duration=_human,
+        published=_published,
+        colour=lambda name: _COLOURS.get(name, "#555"),
+    )
+    return env
+
+
+def _escape_like_html_module(value: Any) -> Any:
+    """Escape a value as `html.escape` does, before autoescaping sees it.
+
+    Autoescaping would write quotes as ``&#39;`` and ``&#34;``; the report has
+    always used `html.escape` (``&#x27;``, ``&quot;``), and whoever searches a
+    report for a title escapes it that way. Markup (macros, filters' HTML)
+    passes unchanged.
+    """
+    if hasattr(value, "__html__"):
+        return value
+    return markupsafe.Markup(html.escape(str(value)))
+
+
+def _number(value: float, spec: str = ",") -> str:
+    """``value`` in a format spec; by default a count with thousands separators."""
+    return format(value, spec)
+
+
+def _published(row: AlertRow) -> str:
+    """When an alert's article came out: its publication time, else its capture time."""
+    when = (row.alert.published or "").replace("T", " ")
+    if not when and row.event_ms is not None:
+        captured = datetime.fromtimestamp(row.event_ms / 1000, UTC)
+        when = captured.strftime("%Y-%m-%d %H:%M:%SZ") + " (captured; no date)"
+    return when or "-"
+
+
+def _metric_rows(metrics: Any) -> list[tuple[str, Any]]:
+    """(decision, scores) of an `models.evaluate.EvalReport`: escalation, Taiwan, each signal."""
+    return [
+        ("escalation", metrics.escalation),
+        ("taiwan_related", metrics.taiwan_related),
+        *((f"signal {n}", s) for n, s in metrics.signals.items()),
+    ]
+
+
+def _shown_stories(backtest: Backtest, top: int = 60) -> list[Story]:
+    """The stories the report lists: escalated first, then the largest, by first article."""
     shown = sorted(
         backtest.stories, key=lambda s: (not s.escalation, -len(s.articles), s.first_seen)
     )[:top]
-    for story in sorted(shown, key=lambda s: (s.first_seen, s.story_id)):
-        evidence = e(story.evidence[0].sentence) if story.evidence else ""
-        signals = ", ".join(f"{e(k)} {v}" for k, v in story.signals.items())
-        parts.append(
-            f"<tr><td>{e(story.first_seen.replace('T', ' '))}</td>"
-            f"<td>{e(story.headline)}<div class='evidence'>{evidence}</div></td>"
-            f"<td class='num'>{len(story.articles)}</td><td class='num'>{story.outlets}</td>"
-            f"<td>{e(story.status)}</td><td>{signals}</td>"
-            f"<td class='num'>{story.severity}</td><td class='num'>{story.max_score:.2f}</td></tr>"
-        )
-    parts.append("</table>")
-    return parts
+    return sorted(shown, key=lambda s: (s.first_seen, s.story_id))
 
 
-def _metrics_html(backtest: Backtest) -> str:
-    e = html.escape
-    m = backtest.metrics
-    rows = [
-        ("escalation", m.escalation),
-        ("taiwan_related", m.taiwan_related),
-        *((f"signal {n}", s) for n, s in m.signals.items()),
-    ]
-    out = [
-        "<h2>Against the labels</h2>",
-        f"<p>{m.n:,} labelled rows matched the replay ({backtest.labels_unmatched:,} were "
-        "not replayed or not classified); scored by <code>models.evaluate</code>, as "
-        "<code>newswatch model eval</code> does.</p>",
-        "<table><tr><th>decision</th><th class='num'>precision</th><th class='num'>recall</th>"
-        "<th class='num'>F1</th><th class='num'>TP</th><th class='num'>FP</th>"
-        "<th class='num'>FN</th><th class='num'>support</th></tr>",
-    ]
-    for name, s in rows:
-        out.append(
-            f"<tr><td>{e(name)}</td><td class='num'>{s.precision:.3f}</td>"
-            f"<td class='num'>{s.recall:.3f}</td><td class='num'>{s.f1:.3f}</td>"
-            f"<td class='num'>{s.tp}</td><td class='num'>{s.fp}</td><td class='num'>{s.fn}</td>"
-            f"<td class='num'>{s.support}</td></tr>"
-        )
-    out.append(
-        f"</table><p>Signals macro-F1 {m.signals_macro_f1:.3f}; severity accuracy "
-        f"{m.severity_accuracy:.3f}, MAE {m.severity_mae:.3f}.</p>"
-    )
-    for heading, items in (
-        ("Misses: labelled escalations without an alert", backtest.misses),
-        ("False alarms: alerts on rows labelled as no escalation", backtest.false_alarms),
-    ):
-        out.append(f"<h2>{e(heading)} ({len(items):,})</h2>")
-        if not items:
-            continue
-        out.append(
-            "<table><tr><th>published</th><th>title</th><th>source</th><th>labelled</th>"
-            "<th>predicted</th><th class='num'>score</th></tr>"
-        )
-        for item in items:
-            title = e(item["title"] or "")
-            if item.get("url"):
-                title = f"<a href='{e(item['url'])}'>{title}</a>"
-            out.append(
-                f"<tr><td>{e(str(item.get('published') or ''))}</td><td>{title}</td>"
-                f"<td>{e(str(item.get('source') or ''))}</td>"
-                f"<td>{e(', '.join(item['gold_signals']))} (severity {item['gold_severity']})</td>"
-                f"<td>{e(', '.join(item['predicted_signals']))}</td>"
-                f"<td class='num'>{item['escalation_score']:.2f}</td></tr>"
-            )
-        out.append("</table>")
-    return "\n".join(out)
-
-
-def _latency_html(backtest: Backtest) -> str:
+def _latency(backtest: Backtest) -> dict[str, str] | None:
+    """Median and p90 of the total, source and pipeline delays; None without latencies."""
     rows = [r for r in backtest.alerts if r.latency is not None]
     if not rows:
-        return "<p class='muted'>No alert latency to show.</p>"
+        return None
 
     def stats(values: list[float]) -> str:
         ordered = sorted(values)
         p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
         return f"median {_human(statistics.median(ordered))}, p90 {_human(p90)}"
 
-    source = [r.source_delay for r in rows if r.source_delay is not None]
-    pipeline = [r.pipeline_delay for r in rows if r.pipeline_delay is not None]
-    total = [r.latency for r in rows if r.latency is not None]
-    return (
-        "<p>Latency is <code>alerted_at - published</code> in replay time: the time until a "
-        "poller captured the entry (capture - published; zero for entries files) plus the "
-        "pipeline's own delay (alert written - article handed to Kafka, which with "
-        "<code>--speed max</code> includes waiting behind the replayed backlog).</p>"
-        f"<ul><li>total: {stats(total)}</li><li>capture - published: {stats(source)}</li>"
-        f"<li>pipeline: {stats(pipeline)}</li></ul>"
-    )
+    return {
+        "total": stats([r.latency for r in rows if r.latency is not None]),
+        "source": stats([r.source_delay for r in rows if r.source_delay is not None]),
+        "pipeline": stats([r.pipeline_delay for r in rows if r.pipeline_delay is not None]),
+    }
 
 
 def _human(seconds: float) -> str:
