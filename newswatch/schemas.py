@@ -2,8 +2,9 @@
 
 Connectors turn feed entries and files into `Article`s, the pipeline turns
 articles into `Classification`s and then into `Alert`s, `Decision`s or
-`DeadLetter`s. Each record is a frozen dataclass serialised as UTF-8 JSON with
-a ``schema_version``; pass the dataclasses around and serialise only at edges.
+`DeadLetter`s, and counts them into `IndexPoint`s. Each record is a frozen
+dataclass serialised as UTF-8 JSON with a ``schema_version``; pass the
+dataclasses around and serialise only at edges.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = [
     "Classification",
     "DeadLetter",
     "Decision",
+    "IndexPoint",
     "SchemaError",
     "Story",
     "StoryAlert",
@@ -454,3 +456,41 @@ class StoryAlert(_Record):
         if not isinstance(alert.story, Story):
             object.__setattr__(alert, "story", Story.from_dict(alert.story))
         return alert
+
+
+@dataclass(frozen=True, slots=True)
+class IndexPoint(_Record):
+    """One window of the escalation index (the last pane of a key is final).
+
+    Written to the index topic keyed by `key`, once per firing of the window.
+    """
+
+    _required: ClassVar[tuple[str, ...]] = ("resolution", "window_start")
+
+    resolution: str
+    """'hour' or 'day'."""
+    window_start: str
+    """Window start, ISO-8601 UTC (inclusive)."""
+    window_end: str
+    """Window end, ISO-8601 UTC (exclusive)."""
+    articles: int
+    """Articles classified in the window."""
+    alerts: int
+    """Of those, how many were escalations (alerted)."""
+    escalation_score_mean: float
+    """Mean escalation score over the window's articles."""
+    signals: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per signal type: ``count`` of articles with the signal, ``mean_score`` of the signal."""
+    pane_index: int = 0
+    """0 for the first firing of the window, counting up with each late update."""
+    pane_timing: str = "ON_TIME"
+    """EARLY, ON_TIME or LATE (relative to the watermark)."""
+    final: bool = False
+    """The window has closed (end + allowed lateness passed): this value is final."""
+    emitted_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> str:
+        """The record key: one key per resolution and window."""
+        return f"{self.resolution}/{self.window_start}"

@@ -39,13 +39,14 @@ from newswatch.schemas import (
     Alert,
     DeadLetter,
     Decision,
+    IndexPoint,
     SchemaError,
     Story,
     StoryAlert,
     parse_ms,
 )
 from newswatch.topics import read_topic
-from pipelines.index import IndexPoint, latest_points
+from pipelines.index import latest_points
 from pipelines.story_eval import bcubed, load_story_labels, trivial_groupings
 
 __all__ = ["AlertRow", "Backtest", "collect", "label_metrics", "read_records", "write_report"]

@@ -41,9 +41,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from newswatch.config import Settings
 from newswatch.errors import ConfigError
-from newswatch.schemas import DeadLetter
+from newswatch.schemas import DeadLetter, IndexPoint
 from pipelines.archive import ReplayItem, SourceStats, iter_sources
-from pipelines.index import EscalationIndex, IndexPoint, IndexSpec
+from pipelines.index import EscalationIndex, IndexSpec
 from pipelines.kafkaio import KafkaRecord, OutboundMessage
 from pipelines.stories import AssignStories
 from pipelines.transforms import ClassifyArticles, DecodeArticles, RouteOutcomesFn

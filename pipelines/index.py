@@ -24,11 +24,9 @@ reports how many.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +35,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
-from newswatch.schemas import SCHEMA_VERSION, SIGNAL_TYPES, SchemaError, utc_now
+from newswatch.schemas import SIGNAL_TYPES, IndexPoint, utc_now
 from newswatch.topics import make_producer
 
 __all__ = [
@@ -45,7 +43,6 @@ __all__ = [
     "EscalationIndex",
     "IndexCombineFn",
     "IndexFeaturesFn",
-    "IndexPoint",
     "IndexPoints",
     "IndexSpec",
     "WriteIndexFn",
@@ -89,57 +86,6 @@ class IndexSpec:
             raise ValueError("index allowed_lateness must not be negative")
         if self.late_every < 1:
             raise ValueError("index late_every must be at least 1")
-
-
-@dataclass(frozen=True, slots=True)
-class IndexPoint:
-    """One window of the escalation index (the last pane of a key is final)."""
-
-    resolution: str
-    """'hour' or 'day'."""
-    window_start: str
-    """Window start, ISO-8601 UTC (inclusive)."""
-    window_end: str
-    """Window end, ISO-8601 UTC (exclusive)."""
-    articles: int
-    """Articles classified in the window."""
-    alerts: int
-    """Of those, how many were escalations (alerted)."""
-    escalation_score_mean: float
-    """Mean escalation score over the window's articles."""
-    signals: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Per signal type: ``count`` of articles with the signal, ``mean_score`` of the signal."""
-    pane_index: int = 0
-    """0 for the first firing of the window, counting up with each late update."""
-    pane_timing: str = "ON_TIME"
-    """EARLY, ON_TIME or LATE (relative to the watermark)."""
-    final: bool = False
-    """The window has closed (end + allowed lateness passed): this value is final."""
-    emitted_at: str = ""
-    schema_version: int = SCHEMA_VERSION
-
-    @property
-    def key(self) -> str:
-        """The record key: one key per resolution and window."""
-        return f"{self.resolution}/{self.window_start}"
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True).encode("utf-8")
-
-    @classmethod
-    def from_bytes(cls, payload: bytes | None) -> IndexPoint:
-        """Parse an index record; raises `SchemaError` for anything else."""
-        try:
-            data = json.loads(payload or b"")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SchemaError(f"IndexPoint: not JSON ({exc})") from exc
-        if not isinstance(data, dict) or not data.get("resolution") or not data.get("window_start"):
-            raise SchemaError("IndexPoint: missing resolution or window_start")
-        names = {f.name for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{k: v for k, v in data.items() if k in names})
-        except TypeError as exc:
-            raise SchemaError(f"IndexPoint: {exc}") from exc
 
 
 def event_time_ms(article: Any) -> int | None:

@@ -19,12 +19,11 @@ from apache_beam.testing.util import assert_that, equal_to, equal_to_per_window
 from apache_beam.transforms.window import IntervalWindow, TimestampedValue
 
 from newswatch.config import Settings
-from newswatch.schemas import SIGNAL_TYPES, Article, Classification
+from newswatch.schemas import SIGNAL_TYPES, Article, Classification, IndexPoint
 from pipelines.classify import pipeline_options
 from pipelines.index import (
     EscalationIndex,
     IndexFeaturesFn,
-    IndexPoint,
     IndexPoints,
     IndexSpec,
     latest_points,
