@@ -27,9 +27,7 @@ from newswatch import metrics
 from newswatch.config import ModelSettings
 from newswatch.schemas import Article, Classification
 
-__all__ = ["METRICS_NAMESPACE", "EscalationModelHandler"]
-
-METRICS_NAMESPACE = "newswatch"
+__all__ = ["EscalationModelHandler"]
 
 
 class EscalationModelHandler(ModelHandler[Article, Classification, EscalationClassifier]):
@@ -72,7 +70,7 @@ class EscalationModelHandler(ModelHandler[Article, Classification, EscalationCla
         return sum(len(a.title.encode()) + len(a.text.encode()) for a in batch)
 
     def get_metrics_namespace(self) -> str:
-        return METRICS_NAMESPACE
+        return metrics.NAMESPACE
 
     def batch_elements_kwargs(self) -> Mapping[str, Any]:
         kwargs: dict[str, Any] = {"min_batch_size": 1, "max_batch_size": self._settings.batch_size}

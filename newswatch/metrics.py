@@ -40,6 +40,7 @@ __all__ = [
     "DEAD_LETTERS",
     "DECISIONS",
     "FEED_POLLS",
+    "NAMESPACE",
     "NOTIFIER_DELIVERIES",
     "NOTIFIER_FAILURES",
     "READER_LAST_POLL",
@@ -53,6 +54,10 @@ __all__ = [
     "observe_ack_to_outcome",
     "reader_polled",
 ]
+
+#: Namespace of the pipeline's Beam metrics (``Metrics.counter(NAMESPACE, name)``); the
+#: Prometheus metrics below share it as their ``newswatch_`` prefix.
+NAMESPACE = "newswatch"
 
 # -- worker: connectors --------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
+from newswatch import metrics
 from newswatch.schemas import SIGNAL_TYPES, IndexPoint, utc_now
 from newswatch.topics import make_producer
 
@@ -53,7 +54,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_NAMESPACE = "newswatch"
 
 #: Window sizes of the index, in seconds.
 RESOLUTIONS: dict[str, int] = {"hour": 3600, "day": 86400}
@@ -132,7 +132,7 @@ class IndexFeaturesFn(beam.DoFn):
     """
 
     def __init__(self) -> None:
-        self._undated = Metrics.counter(_NAMESPACE, "index_undated_articles")
+        self._undated = Metrics.counter(metrics.NAMESPACE, "index_undated_articles")
 
     def process(self, element: tuple[Any, Any], timestamp=beam.DoFn.TimestampParam) -> Iterator:
         event_ms = event_time_ms(element[1].example)
@@ -317,7 +317,7 @@ class WriteIndexFn(beam.DoFn):
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._topic = topic
-        self._written = Metrics.counter(_NAMESPACE, "index_points_written")
+        self._written = Metrics.counter(metrics.NAMESPACE, "index_points_written")
 
     def setup(self) -> None:
         self._producer = make_producer(self._bootstrap_servers, client_id="newswatch-index")

@@ -90,7 +90,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_NAMESPACE = "newswatch"
 _DAY = 86400.0
 IDF_FILE = Path(__file__).with_name("story_idf.json")
 
@@ -662,9 +661,9 @@ class AssignStoriesFn(beam.DoFn):
         self._servers = servers
         self._kafka = kafka
         self._settings = settings
-        self._stories = Metrics.counter(_NAMESPACE, "story_updates")
-        self._alerts = Metrics.counter(_NAMESPACE, "story_alerts")
-        self._late = Metrics.counter(_NAMESPACE, "story_late_articles")
+        self._stories = Metrics.counter(metrics.NAMESPACE, "story_updates")
+        self._alerts = Metrics.counter(metrics.NAMESPACE, "story_alerts")
+        self._late = Metrics.counter(metrics.NAMESPACE, "story_late_articles")
         self._book: StoryBook | None = None
         self._waiting: _Waiting | None = None
 
@@ -751,8 +750,8 @@ class AssignStoriesInOrderFn(beam.DoFn):
     def __init__(self, kafka: Any, settings: StorySettings) -> None:
         self._kafka = kafka
         self._settings = settings
-        self._stories = Metrics.counter(_NAMESPACE, "story_updates")
-        self._alerts = Metrics.counter(_NAMESPACE, "story_alerts")
+        self._stories = Metrics.counter(metrics.NAMESPACE, "story_updates")
+        self._alerts = Metrics.counter(metrics.NAMESPACE, "story_alerts")
 
     def process(self, element: Any) -> Iterator[Any]:
         _key, items = element

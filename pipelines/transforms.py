@@ -28,7 +28,6 @@ __all__ = [
     "decode_article",
 ]
 
-_NAMESPACE = "newswatch"
 #: Articles longer than this (title + text, in characters) are dead-lettered as too large.
 MAX_ARTICLE_CHARS = 1_000_000
 
@@ -74,8 +73,8 @@ class DecodeArticleFn(beam.DoFn):
 
     def __init__(self, dead_letter_topic: str) -> None:
         self._dead_letter_topic = dead_letter_topic
-        self._decoded = Metrics.counter(_NAMESPACE, "articles_decoded")
-        self._dead = Metrics.counter(_NAMESPACE, "dead_letters_decode")
+        self._decoded = Metrics.counter(metrics.NAMESPACE, "articles_decoded")
+        self._dead = Metrics.counter(metrics.NAMESPACE, "dead_letters_decode")
 
     def process(self, record: KafkaRecord) -> Iterator:
         try:
@@ -164,8 +163,8 @@ class RouteOutcomesFn(beam.DoFn):
     def __init__(self, kafka: KafkaSettings) -> None:
         self._alerts_topic = kafka.alerts_topic
         self._decisions_topic = kafka.decisions_topic
-        self._alerts = Metrics.counter(_NAMESPACE, "alerts")
-        self._no_alerts = Metrics.counter(_NAMESPACE, "no_alert_decisions")
+        self._alerts = Metrics.counter(metrics.NAMESPACE, "alerts")
+        self._no_alerts = Metrics.counter(metrics.NAMESPACE, "no_alert_decisions")
 
     def process(self, element: tuple) -> Iterator[OutboundRecord]:
         ack, prediction, *more = element
