@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import threading
 from typing import Any
 
 from newswatch.config import add_common_flags, add_flags, load_settings
+from newswatch.signals import stop_on_signals
 
 __all__ = ["register"]
 
@@ -75,7 +75,9 @@ def _ingest(args: argparse.Namespace) -> int:
     ensure_topics(settings)
 
     stop = threading.Event()
-    restore = _stop_on_signals(stop)
+    restore = stop_on_signals(
+        stop, "finishing the current publish, then stopping (repeat to exit now)", logger=logger
+    )
     try:
         report = run_connectors(settings, stop, once=args.once)
     finally:
@@ -85,23 +87,3 @@ def _ingest(args: argparse.Namespace) -> int:
     for url in failing:
         print(f"failing feed: {url}: {report.feeds[url]['last_error']}")
     return 1 if args.once and failing else 0
-
-
-def _stop_on_signals(stop: threading.Event) -> Any:
-    """Set ``stop`` on the first SIGINT/SIGTERM, abort on the second; returns an undo function."""
-
-    def handle(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        logger.info(
-            "%s received: finishing the current publish, then stopping", signal.Signals(signum).name
-        )
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore

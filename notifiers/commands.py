@@ -20,20 +20,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from newswatch.config import add_common_flags, add_flags, load_settings
+from newswatch.signals import stop_on_signals
 
-__all__ = ["NOTIFY_FLAGS", "register", "stop_on_signals"]
+__all__ = ["NOTIFY_FLAGS", "STOPPING", "register"]
 
 logger = logging.getLogger(__name__)
 
 #: The notify settings offered as flags, as ``--notify-<field>``.
 NOTIFY_FLAGS = ["webhook", "follow", "group_id", "give_up_after", "max_backoff"]
+
+#: What a SIGINT/SIGTERM does to a notifier (logged after the signal's name).
+STOPPING = "stopping notifier (undelivered alerts stay for the next start; repeat to exit now)"
 
 
 def register(subparsers: Any) -> None:
@@ -75,32 +77,10 @@ def _notify_command(args: argparse.Namespace) -> int:
     stop, finish = threading.Event(), threading.Event()
     if args.until_idle:
         finish.set()
-    restore = stop_on_signals(stop, "notifier")
+    restore = stop_on_signals(stop, STOPPING, logger=logger)
     try:
         report = service.run(stop, finish)
     finally:
         restore()
     print(f"newswatch: {report.summary()}", file=sys.stderr)
     return 0
-
-
-def stop_on_signals(stop: threading.Event, what: str) -> Callable[[], None]:
-    """Set ``stop`` on the first SIGINT/SIGTERM, exit on the second; returns the undo."""
-
-    def handle(signum: int, _frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        logger.warning(
-            "%s: stopping %s (undelivered alerts stay for the next start; repeat to exit now)",
-            signal.Signals(signum).name,
-            what,
-        )
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    return restore

@@ -16,7 +16,8 @@ import logging
 import threading
 
 from newswatch.config import Settings
-from notifiers.commands import stop_on_signals
+from newswatch.signals import stop_on_signals
+from notifiers.commands import STOPPING
 from notifiers.console import StoryAlertPrinter
 from notifiers.service import NotifierService, NotifyReport
 
@@ -69,7 +70,7 @@ class RunCompanion:
         if drain:
             self.printer.finish()
             self._finish.set()
-            restore = stop_on_signals(self._stop, "notifier")
+            restore = stop_on_signals(self._stop, STOPPING, logger=logger)
             try:
                 self.printer.join()
                 if self._thread is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from newswatch.config import Settings
 from newswatch.errors import ConfigError
+from newswatch.signals import interrupted, stop_on_signals
 from pipelines import kafkaio
 from pipelines.index import EscalationIndex, IndexSpec, WriteIndexFn
 from pipelines.kafkaio import (
@@ -179,7 +179,7 @@ def run(
     if install_signal_handlers:
         # From the start: a SIGTERM while the model loads or the runner starts must
         # not kill this process and orphan the runner, a child process.
-        restores.append(_install_signal_handlers(stop))
+        restores.append(stop_on_signals(stop, _DRAINING, logger=logger))
     started = time.monotonic()
     try:
         if model_handler is None:
@@ -213,7 +213,7 @@ def run(
         if install_signal_handlers:
             # Again once the job runs: Beam's job server replaced the SIGINT handler
             # with one that kills the runner, which would prevent draining.
-            restores.append(_install_signal_handlers(stop))
+            restores.append(stop_on_signals(stop, _DRAINING, logger=logger))
         result.wait_until_finish()
         # Before the runner goes: the job's metrics are served by it.
         counters = _counters(result)
@@ -248,41 +248,5 @@ def _forward_stop(stop: threading.Event) -> None:
     kafkaio.request_stop()
 
 
-#: Set once a SIGINT/SIGTERM asked this process to drain.
-_SIGNALLED = threading.Event()
-
-
-def interrupted() -> bool:
-    """True once a SIGINT/SIGTERM asked this process to drain (not an idle end)."""
-    return _SIGNALLED.is_set()
-
-
-def _exit_now(signum, frame):
-    logger.warning("second %s: exiting without draining", signal.Signals(signum).name)
-    raise KeyboardInterrupt
-
-
-def _install_signal_handlers(stop: threading.Event):
-    """First SIGINT/SIGTERM drains; a second one exits at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handle(signum, frame):
-        if stop.is_set():
-            _exit_now(signum, frame)
-        logger.warning(
-            "%s: draining (in-flight articles are finished and committed; repeat to exit now)",
-            signal.Signals(signum).name,
-        )
-        _SIGNALLED.set()
-        stop.set()
-
-    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore() -> None:
-        for s, h in previous.items():
-            # Once asked to stop, a second signal must exit at once even if the
-            # drain finished first, not fall back to the default handler.
-            signal.signal(s, _exit_now if _SIGNALLED.is_set() else h)
-
-    return restore
+#: What the first SIGINT/SIGTERM does to a run (`newswatch.signals`); a second exits at once.
+_DRAINING = "draining (in-flight articles are finished and committed; repeat to exit now)"
