@@ -89,7 +89,12 @@ class KafkaSettings:
     replication_factor: int = 1
     """Replication factor of topics newswatch creates (3 on a production cluster)."""
     group_id: str = "newswatch-pipeline"
-    """Consumer group of the pipeline; offsets are committed after outcomes are written."""
+    """Consumer group of the pipeline: workers with the same group share the articles
+    partitions; offsets are committed after outcomes are written."""
+    session_timeout: float = 10.0
+    """Seconds without a worker's heartbeat before the group gives its partitions to others."""
+    handover_timeout: float = 15.0
+    """Seconds a worker may take to finish a partition the group moves away from it."""
 
 
 @dataclass

@@ -40,9 +40,12 @@ __all__ = [
     "DEAD_LETTERS",
     "DECISIONS",
     "FEED_POLLS",
+    "HANDOVER_SECONDS",
     "NAMESPACE",
     "NOTIFIER_DELIVERIES",
     "NOTIFIER_FAILURES",
+    "OFFSET_COMMITS_REFUSED",
+    "PARTITIONS_ASSIGNED",
     "READER_LAST_POLL",
     "STORIES",
     "STORY_ALERTS",
@@ -101,6 +104,20 @@ READER_LAST_POLL = Gauge(
     "newswatch_reader_last_poll_timestamp_seconds",
     "Unix time of the pipeline's last poll of each articles partition.",
     ["topic", "partition"],
+)
+
+PARTITIONS_ASSIGNED = Counter(
+    "newswatch_partitions_assigned",
+    "Articles partitions the consumer group assigned to this worker (each assignment counts).",
+)
+OFFSET_COMMITS_REFUSED = Counter(
+    "newswatch_offset_commits_refused",
+    "Offset commits not made because the partition had moved to another worker (fencing).",
+)
+HANDOVER_SECONDS = Histogram(
+    "newswatch_handover_seconds",
+    "Seconds this worker took to drain partitions revoked by the group before handing them over.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60),
 )
 
 # -- any process with a broker monitor (worker, web page) -----------------------------

@@ -1,7 +1,8 @@
 """The streaming pipeline: articles topic → classifier → alerts, decisions, dead letters.
 
-    ReadArticles → DecodeArticles → ClassifyArticles (RunInference) → AssignStories
-        → RouteOutcomes → WriteOutcomes (Kafka, acks=all) → CommitOffsets (consumer group)
+    ReadArticles (this worker's share, by the consumer group) → DecodeArticles
+        → ClassifyArticles (RunInference) → AssignStories → RouteOutcomes
+        → WriteOutcomes (Kafka, acks=all) → CommitOffsets (fenced by the group)
 
 `build` wires the graph onto a pipeline; `run` executes it on a real Beam
 runner in streaming mode: Prism (a single static binary built from the Go
@@ -19,7 +20,6 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,10 +30,10 @@ from newswatch.config import Settings
 from newswatch.errors import ConfigError
 from newswatch.signals import interrupted, stop_on_signals
 from pipelines import kafkaio
+from pipelines.groupread import GroupSpec, ReadFromConsumerGroup, close_members
 from pipelines.index import EscalationIndex, IndexSpec, WriteIndexFn
 from pipelines.kafkaio import (
     CommitOffsetsFn,
-    PartitionSpec,
     ReadFromKafkaPartitions,
     WriteToKafkaFn,
     plan_partitions,
@@ -42,7 +42,15 @@ from pipelines.prism import PrismJobService
 from pipelines.stories import AssignStories, reset_books
 from pipelines.transforms import AckKV, ClassifyArticles, DecodeArticles, RouteOutcomesFn
 
-__all__ = ["PipelineReport", "build", "interrupted", "pipeline_options", "run"]
+__all__ = [
+    "PipelineReport",
+    "articles_source",
+    "build",
+    "classify_records",
+    "interrupted",
+    "pipeline_options",
+    "run",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,40 +58,87 @@ logger = logging.getLogger(__name__)
 def build(
     pipeline: beam.Pipeline,
     settings: Settings,
-    partitions: Sequence[PartitionSpec],
+    source: beam.PTransform,
     model_handler: Any,
     *,
     index: IndexSpec | None = None,
 ) -> None:
-    """Adds the classification graph for ``partitions`` to ``pipeline``.
+    """Adds the pipeline to ``pipeline``: ``source`` (`KafkaRecord`s) → outcomes → Kafka.
+
+    The source is this worker's share of the articles topic
+    (`ReadFromConsumerGroup`), or a fixed plan of partitions for a bounded read
+    (`ReadFromKafkaPartitions`). Offsets are committed once outcomes are written.
+    """
+    kafka = settings.kafka
+    servers = settings.bootstrap_servers
+    records = pipeline | "ReadArticles" >> source
+    (
+        classify_records(records, settings, model_handler, index=index)
+        | "WriteOutcomes" >> beam.ParDo(WriteToKafkaFn(servers)).with_output_types(AckKV)
+        | "CommitOffsets" >> beam.ParDo(CommitOffsetsFn(servers, kafka.group_id))
+    )
+
+
+def classify_records(
+    records: beam.PCollection,
+    settings: Settings,
+    model_handler: Any,
+    *,
+    index: IndexSpec | None = None,
+) -> beam.PCollection:
+    """`KafkaRecord`s → `OutboundRecord`s: the decision, alert, story changes or dead letter
+    of each record, with the offsets it settles.
 
     With ``index``, also the escalation index over event-time windows (see
     `pipelines.index`), written to ``index.topic``; off unless asked for.
     """
     kafka = settings.kafka
-    servers = settings.bootstrap_servers
-    records = pipeline | "ReadArticles" >> ReadFromKafkaPartitions(partitions)
     articles, undecodable = records | "DecodeArticles" >> DecodeArticles(kafka.dead_letter_topic)
     predictions, failed = articles | "ClassifyArticles" >> ClassifyArticles(
         model_handler, kafka.dead_letter_topic
     )
     routed = predictions
     if settings.stories.enabled:
-        routed = predictions | "AssignStories" >> AssignStories(servers, kafka, settings.stories)
+        routed = predictions | "AssignStories" >> AssignStories(
+            settings.bootstrap_servers, kafka, settings.stories
+        )
     decided = routed | "RouteOutcomes" >> beam.ParDo(RouteOutcomesFn(kafka))
     if index is not None:
         (
             predictions
             | "EscalationIndex" >> EscalationIndex(index)
-            | "WriteIndex" >> beam.ParDo(WriteIndexFn(servers, index.topic))
+            | "WriteIndex" >> beam.ParDo(WriteIndexFn(settings.bootstrap_servers, index.topic))
         )
-    outcomes = (decided, undecodable, failed) | "AllOutcomes" >> beam.Flatten()
-    starts = {f"{p.topic}/{p.partition}": p.start for p in partitions}
-    (
-        outcomes
-        | "WriteOutcomes" >> beam.ParDo(WriteToKafkaFn(servers)).with_output_types(AckKV)
-        | "CommitOffsets" >> beam.ParDo(CommitOffsetsFn(servers, kafka.group_id, starts))
+    return (decided, undecodable, failed) | "AllOutcomes" >> beam.Flatten()
+
+
+def articles_source(settings: Settings, *, until_idle: bool = False) -> beam.PTransform:
+    """What this worker reads: its share of the articles topic as a member of the group,
+    or, with ``until_idle``, every partition from the group's offsets to its current end."""
+    kafka = settings.kafka
+    servers = settings.bootstrap_servers
+    if not until_idle:
+        logger.info(
+            "pipeline reading %s as a member of group %s", kafka.articles_topic, kafka.group_id
+        )
+        return ReadFromConsumerGroup(
+            GroupSpec(
+                servers,
+                kafka.articles_topic,
+                kafka.group_id,
+                session_timeout=kafka.session_timeout,
+                handover_timeout=kafka.handover_timeout,
+            )
+        )
+    partitions = plan_partitions(servers, kafka.articles_topic, kafka.group_id, until_end=True)
+    for p in partitions:
+        kafkaio.start_ledger((servers, kafka.group_id, p.topic, p.partition), p.start)
+    logger.info(
+        "pipeline reading %s from %s",
+        ", ".join(f"{p.partition}@{p.start}..{p.stop}" for p in partitions),
+        kafka.articles_topic,
     )
+    return ReadFromKafkaPartitions(partitions)
 
 
 #: Seconds (ten years): the gRPC deadline of the job's state and message streams.
@@ -181,25 +236,14 @@ def run(
         # not kill this process and orphan the runner, a child process.
         restores.append(stop_on_signals(stop, _DRAINING, logger=logger))
     started = time.monotonic()
+    finished = False
     try:
         if model_handler is None:
             from models.handler import EscalationModelHandler
 
             model_handler = EscalationModelHandler(settings.model)
         options = pipeline_options(settings)  # fail fast on a bad runner set-up
-        partitions = plan_partitions(
-            settings.bootstrap_servers,
-            settings.kafka.articles_topic,
-            settings.kafka.group_id,
-            until_end=until_idle,
-        )
-        logger.info(
-            "pipeline reading %s from %s",
-            ", ".join(
-                f"{p.partition}@{p.start}..{'' if p.stop is None else p.stop}" for p in partitions
-            ),
-            settings.kafka.articles_topic,
-        )
+        source = articles_source(settings, until_idle=until_idle)
         if stop.is_set():
             logger.info("stopped before the job started")
             return PipelineReport(seconds=time.monotonic() - started)
@@ -208,7 +252,7 @@ def run(
             endpoint = services.enter_context(PrismJobService(settings.runner.prism_location))
             options = pipeline_options(settings, job_endpoint=endpoint)
         pipeline = beam.Pipeline(options=options)
-        build(pipeline, settings, partitions, model_handler, index=index)
+        build(pipeline, settings, source, model_handler, index=index)
         result = pipeline.run()
         if install_signal_handlers:
             # Again once the job runs: Beam's job server replaced the SIGINT handler
@@ -217,8 +261,10 @@ def run(
         result.wait_until_finish()
         # Before the runner goes: the job's metrics are served by it.
         counters = _counters(result)
+        finished = True
     finally:
         stop.set()
+        close_members(drained=finished)
         for restore in reversed(restores):
             if restore:
                 restore()

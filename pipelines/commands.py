@@ -40,6 +40,8 @@ _KAFKA_FLAGS = [
     "story_alerts_topic",
     "partitions",
     "group_id",
+    "session_timeout",
+    "handover_timeout",
 ]
 _RUNNER_FLAGS = ["runner", "prism_location"]
 _MODEL_FLAGS = ["version", "artifacts_dir", "batch_size"]

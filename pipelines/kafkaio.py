@@ -33,6 +33,7 @@ from newswatch import metrics
 from newswatch.topics import make_consumer, make_producer
 
 __all__ = [
+    "CheckpointOnlyTracker",
     "CommitOffsetsFn",
     "KafkaRecord",
     "OutboundMessage",
@@ -41,10 +42,16 @@ __all__ = [
     "PartitionSpec",
     "ReadFromKafkaPartitions",
     "WriteToKafkaFn",
+    "committed_offset",
+    "event_time",
     "plan_partitions",
+    "register_group_committer",
     "request_stop",
     "reset_ledgers",
     "reset_stop",
+    "retrying",
+    "start_ledger",
+    "stop_requested",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,7 +59,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _UNBOUNDED = 2**63 - 1
-_NAMESPACE = "newswatch"
+
 
 # Set to drain: readers finish their restrictions, so the job completes once
 # in-flight records are written and committed. Readers run in this process
@@ -68,6 +75,11 @@ def request_stop() -> None:
 def reset_stop() -> None:
     """Clear a previous stop request before a new run."""
     _STOP.clear()
+
+
+def stop_requested() -> bool:
+    """True once `request_stop` asked the readers of this process to drain."""
+    return _STOP.is_set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +167,18 @@ def plan_partitions(
 RETRY_SECONDS = 300.0
 
 
-def _retrying(what: str, attempt: Callable[[], T]) -> T:
-    """``attempt()``, retried with backoff on Kafka errors for up to `RETRY_SECONDS`."""
+def retrying(what: str, attempt: Callable[[], T], final: tuple[type[Exception], ...] = ()) -> T:
+    """``attempt()``, retried with backoff on Kafka errors for up to `RETRY_SECONDS`.
+
+    Errors in ``final`` (a commit refused to a fenced member) are raised at once.
+    """
     deadline = time.monotonic() + RETRY_SECONDS
     delay = 0.5
     while True:
         try:
             return attempt()
         except kafka_errors.KafkaError as exc:
-            if time.monotonic() + delay > deadline:
+            if isinstance(exc, final) or time.monotonic() + delay > deadline:
                 raise
             logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
             time.sleep(delay)
@@ -179,7 +194,7 @@ RECONNECT_DELAY = Duration(seconds=2)
 MAX_CLOCK_SKEW = Duration(seconds=300)
 
 
-def _event_time(timestamp_ms: int | None) -> Timestamp:
+def event_time(timestamp_ms: int | None) -> Timestamp:
     """The element timestamp for a record: its Kafka timestamp, sanitised."""
     now = Timestamp.now()
     if timestamp_ms is None or timestamp_ms < 0:
@@ -188,7 +203,7 @@ def _event_time(timestamp_ms: int | None) -> Timestamp:
     return min(ts, now + MAX_CLOCK_SKEW)
 
 
-class _CheckpointOnlyTracker(OffsetRestrictionTracker):
+class CheckpointOnlyTracker(OffsetRestrictionTracker):
     """An offset tracker that allows self-checkpoints but no runner splits.
 
     Two bundles reading the same partition would duplicate work and share a
@@ -206,7 +221,7 @@ class _PartitionRestrictions(RestrictionProvider):
         return OffsetRange(element.start, _UNBOUNDED if element.stop is None else element.stop)
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
-        return _CheckpointOnlyTracker(restriction)
+        return CheckpointOnlyTracker(restriction)
 
     def restriction_size(self, element: PartitionSpec, restriction: OffsetRange) -> int:
         # Size only matters for splitting, which is disabled; keep it small and finite.
@@ -226,7 +241,7 @@ class _ReadPartitionFn(beam.DoFn):
         self._poll_timeout_ms = int(poll_timeout * 1000)
         self._max_records = max_records
         self._consumers: dict[tuple[str, str, int], object] = {}
-        self._records = Metrics.counter(_NAMESPACE, "kafka_records_read")
+        self._records = Metrics.counter(metrics.NAMESPACE, "kafka_records_read")
 
     def setup(self) -> None:
         self._consumers = {}
@@ -282,7 +297,7 @@ class _ReadPartitionFn(beam.DoFn):
                 return
             self._records.inc()
             metrics.ARTICLES_READ.inc()
-            ts = _event_time(record.timestamp)
+            ts = event_time(record.timestamp)
             current = watermark.current_watermark()
             if current is None or ts > current:
                 watermark.set_watermark(ts)
@@ -368,10 +383,10 @@ class WriteToKafkaFn(beam.DoFn):
         self._bootstrap_servers = bootstrap_servers
         self._producer_config = producer_config
         """Overrides of `make_producer`'s settings (timeouts, in tests)."""
-        self._written = Metrics.counter(_NAMESPACE, "records_written")
+        self._written = Metrics.counter(metrics.NAMESPACE, "records_written")
 
     def setup(self) -> None:
-        self._producer = _retrying(
+        self._producer = retrying(
             "producer", lambda: make_producer(self._bootstrap_servers, **self._producer_config)
         )
 
@@ -487,9 +502,10 @@ _LEDGERS_LOCK = threading.Lock()
 
 
 def _ledger(key: tuple[str, str, str, int], start: int) -> _OffsetLedger:
+    """The partition's ledger, started by its reader (`start_ledger`), else at ``start``."""
     with _LEDGERS_LOCK:
         ledger = _LEDGERS.get(key)
-        if ledger is None or start > ledger.next:
+        if ledger is None:
             ledger = _LEDGERS[key] = _OffsetLedger(start)
         return ledger
 
@@ -500,22 +516,53 @@ def reset_ledgers() -> None:
         _LEDGERS.clear()
 
 
+def start_ledger(key: tuple[str, str, str, int], start: int) -> None:
+    """A partition's reading (re)starts at ``start``, the group's committed offset."""
+    with _LEDGERS_LOCK:
+        _LEDGERS[key] = _OffsetLedger(start)
+
+
+def committed_offset(key: tuple[str, str, str, int]) -> int | None:
+    """The offset last committed for a partition read in this process, if any."""
+    with _LEDGERS_LOCK:
+        ledger = _LEDGERS.get(key)
+    return None if ledger is None else ledger.committed
+
+
+# Group members of this process (`pipelines.groupread`), by (servers, group): a
+# partition read as a member is committed through its member, which refuses
+# partitions it no longer holds and is refused by the broker once fenced.
+_GROUP_COMMITTERS: dict[tuple[str, str], Callable[[str, int, int], bool]] = {}
+
+
+def register_group_committer(
+    key: tuple[str, str], commit: Callable[[str, int, int], bool] | None
+) -> None:
+    """Route commits of group ``key`` through ``commit(topic, partition, offset)``."""
+    with _LEDGERS_LOCK:
+        if commit is None:
+            _GROUP_COMMITTERS.pop(key, None)
+        else:
+            _GROUP_COMMITTERS[key] = commit
+
+
 class CommitOffsetsFn(beam.DoFn):
     """Commits the group's offset once every record below it has an outcome.
 
     Input is keyed by "topic/partition". Acks may arrive out of order; the
     committed offset advances only over a contiguous run of settled offsets,
-    starting from the position the read resumed at.
+    starting from the position the read resumed at (`start_ledger`, called by
+    the reader). A partition read as a group member is committed through the
+    member, which is fenced once the partition has moved.
     """
 
-    def __init__(self, bootstrap_servers: str, group_id: str, starts: dict[str, int]) -> None:
+    def __init__(self, bootstrap_servers: str, group_id: str) -> None:
         self._bootstrap_servers = bootstrap_servers
         self._group_id = group_id
-        self._starts = starts
-        self._commits = Metrics.counter(_NAMESPACE, "offset_commits")
+        self._commits = Metrics.counter(metrics.NAMESPACE, "offset_commits")
 
     def setup(self) -> None:
-        self._consumer = _retrying(
+        self._consumer = retrying(
             "offset committer",
             lambda: make_consumer(self._bootstrap_servers, group_id=self._group_id),
         )
@@ -526,7 +573,7 @@ class CommitOffsetsFn(beam.DoFn):
         key, ack = element
         ledger = _ledger(
             (self._bootstrap_servers, self._group_id, ack.topic, ack.partition),
-            self._starts.get(key, ack.start),
+            ack.start,
         )
         with ledger.lock:
             ledger.settle(ack.start, ack.end)
@@ -535,18 +582,28 @@ class CommitOffsetsFn(beam.DoFn):
             if ledger.next <= ledger.committed:
                 return
             advanced = ledger.next
-            self._commit(TopicPartition(ack.topic, ack.partition), advanced, key)
+            if not self._commit(TopicPartition(ack.topic, ack.partition), advanced, key):
+                return
             ledger.committed = advanced
         self._commits.inc()
         yield key, advanced
 
-    def _commit(self, tp, offset: int, key: str) -> None:
+    def _commit(self, tp, offset: int, key: str) -> bool:
+        """Commits ``offset``; False if a group member was fenced off the partition."""
         from kafka import OffsetAndMetadata
 
-        _retrying(
-            f"offset commit of {key}@{offset}",
-            lambda: self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)}),
-        )
+        with _LEDGERS_LOCK:
+            member = _GROUP_COMMITTERS.get((self._bootstrap_servers, self._group_id))
+        if member is not None:
+            return member(tp.topic, tp.partition, offset)
+
+        # Outside the group (a bounded read): the broker refuses the commit while the
+        # group has members, such as a worker that died less than a session ago.
+        def attempt() -> bool:
+            self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
+            return True
+
+        return retrying(f"offset commit of {key}@{offset}", attempt)
 
     def teardown(self) -> None:
         consumer = getattr(self, "_consumer", None)

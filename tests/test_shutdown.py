@@ -56,7 +56,7 @@ def model_bound_articles(count: int) -> list[Article]:
     return list(articles.values())
 
 
-def start_pipeline(settings: Settings, log: Path) -> subprocess.Popen:
+def start_pipeline(settings: Settings, log: Path, *options: str) -> subprocess.Popen:
     """``newswatch pipeline`` on the test's topics, in its own process group."""
     kafka = settings.kafka
     with open(log, "wb") as out:
@@ -75,6 +75,7 @@ def start_pipeline(settings: Settings, log: Path) -> subprocess.Popen:
                 f"--stories-topic={kafka.stories_topic}",
                 f"--story-alerts-topic={kafka.story_alerts_topic}",
                 f"--group-id={kafka.group_id}",
+                *options,
             ],
             stdin=subprocess.DEVNULL,
             stdout=out,
