@@ -59,9 +59,7 @@ def workers(settings: Settings, tmp_path: Path):
         print(f"--- {name}\n" + (tmp_path / f"{name}.log").read_text(errors="replace")[-2000:])
 
 
-def test_two_workers_share_the_partitions_and_one_finishes_when_the_other_dies(
-    settings, workers
-):
+def test_two_workers_share_the_partitions_and_one_finishes_when_the_other_dies(settings, workers):
     everything = {0, 1, 2}
     first, first_log = workers("first")
     second, second_log = workers("second")
@@ -93,8 +91,10 @@ def test_two_workers_share_the_partitions_and_one_finishes_when_the_other_dies(
     again, again_log = workers("again")
     wait_for(lambda: held(again_log), 180, "the restarted worker to get a share", again)
     wait_for(
-        lambda: held(again_log) | held(second_log) == everything
-        and not held(again_log) & held(second_log),
+        lambda: (
+            held(again_log) | held(second_log) == everything
+            and not held(again_log) & held(second_log)
+        ),
         60,
         "the partitions to spread again",
         second,
