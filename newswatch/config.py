@@ -84,6 +84,9 @@ class KafkaSettings:
     """Compacted: the latest state of each story, keyed by story id."""
     story_alerts_topic: str = "newswatch.story-alerts"
     """One record per story alert (first escalation, then each material change)."""
+    classified_topic: str = "newswatch.classified"
+    """One partition: Taiwan-related articles with their classification, handed from the
+    workers that classify to the one worker the group gives story clustering (kept 7 days)."""
     partitions: int = 3
     """Partitions of the articles topic (and upper bound on pipeline parallelism)."""
     replication_factor: int = 1

@@ -24,6 +24,7 @@ __all__ = [
     "Alert",
     "Article",
     "Classification",
+    "ClassifiedArticle",
     "DeadLetter",
     "Decision",
     "IndexPoint",
@@ -192,6 +193,28 @@ class Classification(_Record):
     model_version: str
     """Model artefact version."""
     schema_version: int = SCHEMA_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifiedArticle(_Record):
+    """A Taiwan-related article and its classification, on the classified topic (keyed by
+    article id): the hand-off from the workers that classify to the one that builds stories."""
+
+    article: Article
+    classification: Classification
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Self:
+        if not isinstance(data, dict):
+            raise SchemaError(
+                f"ClassifiedArticle: expected a JSON object, got {type(data).__name__}"
+            )
+        return cls(
+            article=Article.from_dict(data.get("article")),
+            classification=Classification.from_dict(data.get("classification")),
+            schema_version=data.get("schema_version", SCHEMA_VERSION),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,6 +84,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             kafka.partitions,
             {"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS), **size},
         ),
+        TopicSpec(
+            kafka.classified_topic,
+            1,
+            {"cleanup.policy": "delete", "retention.ms": str(7 * _DAY_MS), **size},
+        ),
         TopicSpec(kafka.decisions_topic, kafka.partitions, compact),
         TopicSpec(kafka.alerts_topic, 1, compact),
         TopicSpec(kafka.stories_topic, 1, compact),

@@ -30,7 +30,7 @@ from newswatch.config import Settings
 from newswatch.errors import ConfigError
 from newswatch.signals import interrupted, stop_on_signals
 from pipelines import kafkaio
-from pipelines.groupread import GroupSpec, ReadFromConsumerGroup, close_members
+from pipelines.groupread import GroupSpec, ReadFromConsumerGroup, close_members, on_handover
 from pipelines.index import EscalationIndex, IndexSpec, WriteIndexFn
 from pipelines.kafkaio import (
     CommitOffsetsFn,
@@ -40,7 +40,14 @@ from pipelines.kafkaio import (
 )
 from pipelines.prism import PrismJobService
 from pipelines.stories import AssignStories, reset_books
-from pipelines.transforms import AckKV, ClassifyArticles, DecodeArticles, RouteOutcomesFn
+from pipelines.transforms import (
+    AckKV,
+    ClassifyArticles,
+    DecodeArticles,
+    DecodeClassifiedFn,
+    HandOff,
+    RouteOutcomesFn,
+)
 
 __all__ = [
     "PipelineReport",
@@ -72,8 +79,12 @@ def build(
     kafka = settings.kafka
     servers = settings.bootstrap_servers
     records = pipeline | "ReadArticles" >> source
+    stories = settings.stories.enabled
+    hand_off = stories and isinstance(source, ReadFromConsumerGroup)
     (
-        classify_records(records, settings, model_handler, index=index)
+        classify_records(
+            records, settings, model_handler, index=index, hand_off=hand_off, handed=stories
+        )
         | "WriteOutcomes" >> beam.ParDo(WriteToKafkaFn(servers)).with_output_types(AckKV)
         | "CommitOffsets" >> beam.ParDo(CommitOffsetsFn(servers, kafka.group_id))
     )
@@ -85,58 +96,88 @@ def classify_records(
     model_handler: Any,
     *,
     index: IndexSpec | None = None,
+    hand_off: bool = False,
+    handed: bool = False,
 ) -> beam.PCollection:
     """`KafkaRecord`s → `OutboundRecord`s: the decision, alert, story changes or dead letter
     of each record, with the offsets it settles.
 
+    With ``hand_off`` (workers sharing the stream), Taiwan-related articles reach
+    the story step through the one-partition classified topic, read back here
+    by whichever worker the group gives it; otherwise they go straight to it.
+    With ``handed``, ``records`` include that topic's (a backlog, in a bounded read).
     With ``index``, also the escalation index over event-time windows (see
     `pipelines.index`), written to ``index.topic``; off unless asked for.
     """
     kafka = settings.kafka
+    outcomes = []
+    if handed or hand_off:
+        records, classified = records | "ByTopic" >> beam.Partition(
+            lambda record, n: 1 if record.topic == kafka.classified_topic else 0, 2
+        )
     articles, undecodable = records | "DecodeArticles" >> DecodeArticles(kafka.dead_letter_topic)
     predictions, failed = articles | "ClassifyArticles" >> ClassifyArticles(
         model_handler, kafka.dead_letter_topic
     )
-    routed = predictions
-    if settings.stories.enabled:
-        routed = predictions | "AssignStories" >> AssignStories(
-            settings.bootstrap_servers, kafka, settings.stories
-        )
-    decided = routed | "RouteOutcomes" >> beam.ParDo(RouteOutcomesFn(kafka))
+    outcomes += [undecodable, failed]
     if index is not None:
         (
             predictions
             | "EscalationIndex" >> EscalationIndex(index)
             | "WriteIndex" >> beam.ParDo(WriteIndexFn(settings.bootstrap_servers, index.topic))
         )
-    return (decided, undecodable, failed) | "AllOutcomes" >> beam.Flatten()
+    to_route = predictions
+    if hand_off:
+        to_route, sent = predictions | "HandOff" >> HandOff(kafka.classified_topic)
+        outcomes.append(sent)
+    if handed or hand_off:
+        returned = classified | "DecodeClassified" >> beam.ParDo(
+            DecodeClassifiedFn(kafka.dead_letter_topic)
+        ).with_outputs(DecodeClassifiedFn.DEAD, main="good")
+        outcomes.append(returned[DecodeClassifiedFn.DEAD])
+        to_route = (to_route, returned.good) | "WithHandedBack" >> beam.Flatten()
+    if settings.stories.enabled:
+        to_route = to_route | "AssignStories" >> AssignStories(
+            settings.bootstrap_servers, kafka, settings.stories
+        )
+    outcomes.append(to_route | "RouteOutcomes" >> beam.ParDo(RouteOutcomesFn(kafka)))
+    return outcomes | "AllOutcomes" >> beam.Flatten()
 
 
 def articles_source(settings: Settings, *, until_idle: bool = False) -> beam.PTransform:
-    """What this worker reads: its share of the articles topic as a member of the group,
-    or, with ``until_idle``, every partition from the group's offsets to its current end."""
+    """What this worker reads: its share of the articles (and classified) topic as a member
+    of the group, or, with ``until_idle``, every partition from the group's offsets to its
+    current end."""
     kafka = settings.kafka
     servers = settings.bootstrap_servers
+    topics = [kafka.articles_topic]
+    if settings.stories.enabled:
+        topics.append(kafka.classified_topic)
     if not until_idle:
+        # The story book follows the classified topic's one partition from worker to worker.
+        on_handover(kafka.classified_topic, reset_books)
         logger.info(
-            "pipeline reading %s as a member of group %s", kafka.articles_topic, kafka.group_id
+            "pipeline reading %s as a member of group %s", ", ".join(topics), kafka.group_id
         )
         return ReadFromConsumerGroup(
             GroupSpec(
                 servers,
-                kafka.articles_topic,
+                tuple(topics),
                 kafka.group_id,
                 session_timeout=kafka.session_timeout,
                 handover_timeout=kafka.handover_timeout,
             )
         )
-    partitions = plan_partitions(servers, kafka.articles_topic, kafka.group_id, until_end=True)
+    partitions = [
+        p
+        for topic in topics
+        for p in plan_partitions(servers, topic, kafka.group_id, until_end=True)
+    ]
     for p in partitions:
         kafkaio.start_ledger((servers, kafka.group_id, p.topic, p.partition), p.start)
     logger.info(
-        "pipeline reading %s from %s",
-        ", ".join(f"{p.partition}@{p.start}..{p.stop}" for p in partitions),
-        kafka.articles_topic,
+        "pipeline reading %s",
+        ", ".join(f"{p.topic}/{p.partition}@{p.start}..{p.stop}" for p in partitions),
     )
     return ReadFromKafkaPartitions(partitions)
 

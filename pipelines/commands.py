@@ -38,6 +38,7 @@ _KAFKA_FLAGS = [
     "dead_letter_topic",
     "stories_topic",
     "story_alerts_topic",
+    "classified_topic",
     "partitions",
     "group_id",
     "session_timeout",

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -45,7 +45,14 @@ from newswatch.topics import make_consumer
 from pipelines import kafkaio
 from pipelines.kafkaio import KafkaRecord
 
-__all__ = ["GroupMember", "GroupSpec", "ReadFromConsumerGroup", "close_members", "member"]
+__all__ = [
+    "GroupMember",
+    "GroupSpec",
+    "ReadFromConsumerGroup",
+    "close_members",
+    "member",
+    "on_handover",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +61,18 @@ _UNBOUNDED = 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class GroupSpec:
-    """The topic a worker reads as a member of ``group_id``."""
+    """The topics a worker reads as a member of ``group_id``."""
 
     bootstrap_servers: str
-    topic: str
+    topics: tuple[str, ...]
     group_id: str
     session_timeout: float = 10.0
     """Seconds without a heartbeat after which the group gives this worker's partitions away."""
     handover_timeout: float = 15.0
     """Seconds a revoked partition's records read may take to be committed before hand-over."""
-    poll_interval_limit: float = 300.0
-    """Seconds between polls after which a stalled worker is put out of the group (fenced)."""
+    poll_interval_limit: float = 60.0
+    """Seconds between polls after which a stalled worker is put out of the group (fenced);
+    also how long a rebalance waits for a member that does not rejoin."""
 
 
 class GroupMember:
@@ -91,7 +99,7 @@ class GroupMember:
             max_poll_interval_ms=int(spec.poll_interval_limit * 1000),
             client_id=f"newswatch-worker-{spec.group_id}",
         )
-        self.consumer.subscribe([spec.topic], listener=_Listener(self))
+        self.consumer.subscribe(list(spec.topics), listener=_Listener(self))
 
     # --- the reader's side ------------------------------------------------------------
 
@@ -228,6 +236,9 @@ class GroupMember:
                 self._progress.pop(tp, None)
         if partitions:
             logger.info("%s %s", "lost" if lost else "handed over", _names(partitions))
+        for topic in {tp.topic for tp in partitions}:
+            for callback in _HANDOVER_CALLBACKS.get(topic, ()):
+                callback(topic)
 
     def close(self) -> None:
         self.consumer.close()
@@ -268,6 +279,17 @@ def _names(partitions) -> str:
     return ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(partitions)) or "nothing"
 
 
+# What holds state for a topic's records in this process and must drop it when the
+# topic's partitions go to another worker (the story book, for the classified topic).
+_HANDOVER_CALLBACKS: dict[str, list[Callable[[str], None]]] = {}
+
+
+def on_handover(topic: str, callback: Callable[[str], None]) -> None:
+    """Call ``callback(topic)`` whenever this worker gives up partitions of ``topic``."""
+    with _MEMBERS_LOCK:
+        _HANDOVER_CALLBACKS.setdefault(topic, []).append(callback)
+
+
 # One member per group and topic in this worker process: the reader and the
 # committer (both run here under the local runner's LOOPBACK workers) share it.
 _MEMBERS: dict[GroupSpec, GroupMember] = {}
@@ -290,6 +312,7 @@ def close_members(*, drained: bool = True) -> None:
     with _MEMBERS_LOCK:
         members = list(_MEMBERS.values())
         _MEMBERS.clear()
+        _HANDOVER_CALLBACKS.clear()
     for found in members:
         kafkaio.register_group_committer((found.spec.bootstrap_servers, found.spec.group_id), None)
         if not drained:
@@ -345,7 +368,7 @@ class _ReadGroupFn(beam.DoFn):
             records = group.poll(self._poll_timeout_ms, self._max_records)
             mark = group.watermark(records)
         except kafka_errors.KafkaError as exc:
-            logger.warning("cannot read %s (%s); retrying", spec.topic, exc)
+            logger.warning("cannot read %s (%s); retrying", ", ".join(spec.topics), exc)
             tracker.defer_remainder(kafkaio.RECONNECT_DELAY)
             return
         for record in records:
@@ -359,7 +382,7 @@ class _ReadGroupFn(beam.DoFn):
 
 
 class ReadFromConsumerGroup(beam.PTransform):
-    """This worker's share of ``spec.topic`` as a stream of `KafkaRecord`s."""
+    """This worker's share of ``spec.topics`` as a stream of `KafkaRecord`s."""
 
     def __init__(self, spec: GroupSpec, poll_timeout: float = 0.5) -> None:
         super().__init__()

@@ -119,6 +119,7 @@ def replay_settings(settings: Settings, run_id: str) -> Settings:
         dead_letter_topic=prefix + "dead-letters",
         stories_topic=prefix + "stories",
         story_alerts_topic=prefix + "story-alerts",
+        classified_topic=prefix + "classified",
         group_id=prefix + "pipeline",
         # One partition: the reader meets the articles in event-time order, as the
         # stories need. With several, Prism's watermark did not hold back the slower
@@ -141,6 +142,7 @@ def _topics(kafka: Any, index_topic: str) -> list[str]:
         kafka.dead_letter_topic,
         kafka.stories_topic,
         kafka.story_alerts_topic,
+        kafka.classified_topic,
     ]
     return [*names, index_topic] if index_topic else names
 

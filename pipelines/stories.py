@@ -544,8 +544,9 @@ _BOOKS: dict[tuple[str, str], StoryBook] = {}
 _BOOKS_LOCK = threading.Lock()
 
 
-def reset_books() -> None:
-    """Forget every worker-process story book (a new pipeline run recovers from the topics)."""
+def reset_books(*_: Any) -> None:
+    """Forget every worker-process story book and the articles it held: a new run, or a
+    worker that got the story step (back) from the group, recovers from the topics."""
     with _BOOKS_LOCK:
         _BOOKS.clear()
         _WAITING.clear()
@@ -664,15 +665,14 @@ class AssignStoriesFn(beam.DoFn):
         self._stories = Metrics.counter(metrics.NAMESPACE, "story_updates")
         self._alerts = Metrics.counter(metrics.NAMESPACE, "story_alerts")
         self._late = Metrics.counter(metrics.NAMESPACE, "story_late_articles")
-        self._book: StoryBook | None = None
-        self._waiting: _Waiting | None = None
 
-    def setup(self) -> None:
-        self._book = _recovered_book(self._servers, self._kafka, self._settings)
+    def _state(self) -> tuple[StoryBook, _Waiting]:
+        """This worker's book and held articles, recovered from the topics when it (again)
+        holds the story step (`reset_books` on a hand-over drops both)."""
+        book = _recovered_book(self._servers, self._kafka, self._settings)
         with _BOOKS_LOCK:
-            self._waiting = _WAITING.setdefault(
-                (self._servers, self._kafka.stories_topic), _Waiting()
-            )
+            waiting = _WAITING.setdefault((self._servers, self._kafka.stories_topic), _Waiting())
+        return book, waiting
 
     def process(
         self,
@@ -681,17 +681,17 @@ class AssignStoriesFn(beam.DoFn):
         next_flush=beam.DoFn.StateParam(NEXT),
         flush=beam.DoFn.TimerParam(FLUSH),
     ) -> Iterator[Any]:
-        assert self._book is not None and self._waiting is not None
+        book, waiting = self._state()
         _key, (ack, prediction) = element
         micros = int(timestamp.micros)
-        with self._book.lock:
-            self._waiting.add(micros, ack, prediction)
-            if micros < self._waiting.released:
+        with book.lock:
+            waiting.add(micros, ack, prediction)
+            if micros < waiting.released:
                 self._late.inc()
                 logger.debug(
                     "article %s arrived %.1f h behind stories already built",
                     prediction.example.id,
-                    (self._waiting.released - micros) / 3.6e9,
+                    (waiting.released - micros) / 3.6e9,
                 )
         # The timer waits for the latest article held: when the watermark passes it,
         # everything held goes in one firing (one firing per article would cost a
@@ -709,18 +709,18 @@ class AssignStoriesFn(beam.DoFn):
         next_flush=beam.DoFn.StateParam(NEXT),
         flush=beam.DoFn.TimerParam(FLUSH),
     ) -> Iterator[Any]:
-        assert self._book is not None and self._waiting is not None
-        with self._book.lock:
-            ready = self._waiting.release(int(fired.micros))
-            due = self._waiting.latest()
+        book, waiting = self._state()
+        with book.lock:
+            ready = waiting.release(int(fired.micros))
+            due = waiting.latest()
         if due is not None:
             next_flush.write(due)
             flush.set(Timestamp(micros=due))
         else:
             next_flush.clear()
         for ack, prediction in ready:
-            with self._book.lock:
-                changes = self._book.add(prediction.example, prediction.inference)
+            with book.lock:
+                changes = book.add(prediction.example, prediction.inference)
             yield ack, prediction, tuple(self._messages(changes))
 
     def _messages(self, changes: Iterable[StoryChange]) -> Iterator[OutboundMessage]:

@@ -13,17 +13,27 @@ from collections.abc import Iterator
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.ml.inference.base import KeyedModelHandler, PredictionResult, RunInference
 
 from newswatch import metrics
 from newswatch.config import KafkaSettings
-from newswatch.schemas import Alert, Article, Classification, DeadLetter, Decision, SchemaError
+from newswatch.schemas import (
+    Alert,
+    Article,
+    Classification,
+    ClassifiedArticle,
+    DeadLetter,
+    Decision,
+    SchemaError,
+)
 from pipelines.kafkaio import KafkaRecord, OutboundMessage, OutboundRecord, OutcomeAck
 
 __all__ = [
     "ClassifyArticles",
     "DecodeArticleFn",
     "DecodeArticles",
+    "DecodeClassifiedFn",
+    "HandOff",
     "RouteOutcomesFn",
     "decode_article",
 ]
@@ -132,6 +142,59 @@ class ClassifyArticles(beam.PTransform):
             _failed_batch_to_dead_letters, self._dead_letter_topic
         )
         return good, bad
+
+
+class HandOff(beam.PTransform):
+    """Predictions → their story step: Taiwan-related ones travel over the classified topic
+    (one partition, so one worker of the group builds every story), the others pass.
+
+    Returns ``passed, handed``: (ack, prediction) pairs for routing here, and the
+    `OutboundRecord`s that write the Taiwan-related ones to the classified topic
+    (their article offsets are settled once that is written).
+    """
+
+    def __init__(self, classified_topic: str) -> None:
+        super().__init__()
+        self._topic = classified_topic
+
+    def expand(self, predictions):
+        taiwan, passed = predictions | "TaiwanRelated" >> beam.Partition(
+            lambda element, n: 0 if element[1].inference.taiwan_related else 1, 2
+        )
+        handed = taiwan | "ToClassifiedTopic" >> beam.Map(_hand_off_record, self._topic)
+        return passed, handed
+
+
+def _hand_off_record(element: tuple, topic: str) -> OutboundRecord:
+    ack, prediction = element
+    article: Article = prediction.example
+    record = ClassifiedArticle(article=article, classification=prediction.inference)
+    return OutboundRecord(
+        messages=(OutboundMessage(topic, article.id.encode(), record.to_bytes()),), ack=ack
+    )
+
+
+class DecodeClassifiedFn(beam.DoFn):
+    """Classified-topic record → (ack, prediction) again, or a dead letter."""
+
+    DEAD = "dead"
+
+    def __init__(self, dead_letter_topic: str) -> None:
+        self._dead_letter_topic = dead_letter_topic
+
+    def process(self, record: KafkaRecord) -> Iterator:
+        try:
+            handed = ClassifiedArticle.from_bytes(record.value)
+            decode_article(handed.article.to_bytes())
+        except (SchemaError, TypeError, ValueError) as exc:
+            metrics.DEAD_LETTERS.labels(stage="decode").inc()
+            key = record.key.decode("utf-8", "replace") if record.key else None
+            letter = DeadLetter.of("decode", exc, record.origin, record.value, key=key)
+            yield beam.pvalue.TaggedOutput(
+                self.DEAD, _dead_letter_record(self._dead_letter_topic, letter, record.ack())
+            )
+            return
+        yield record.ack(), PredictionResult(handed.article, handed.classification)
 
 
 def _failed_batch_to_dead_letters(failure, topic: str) -> Iterator[OutboundRecord]:

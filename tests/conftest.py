@@ -89,6 +89,7 @@ def isolated_settings(
     kafka.dead_letter_topic = f"{prefix}.dead-letters"
     kafka.stories_topic = f"{prefix}.stories"
     kafka.story_alerts_topic = f"{prefix}.story-alerts"
+    kafka.classified_topic = f"{prefix}.classified"
     kafka.group_id = f"{prefix}.group"
     ensure_topics(settings)
     return settings

@@ -85,10 +85,13 @@ def read_topic(settings: Settings, topic: str) -> list:
         consumer.close()
 
 
-def committed_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+def committed_offsets(
+    settings: Settings, topic: str | None = None
+) -> tuple[dict[int, int], dict[int, int]]:
+    """The group's committed and the end offsets of each partition (of the articles topic)."""
     consumer = make_consumer(settings.bootstrap_servers, group_id=settings.kafka.group_id)
     try:
-        topic = settings.kafka.articles_topic
+        topic = topic or settings.kafka.articles_topic
         tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
         end = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
         return {tp.partition: consumer.committed(tp) or 0 for tp in tps}, end

@@ -15,7 +15,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,8 @@ import pytest
 from connectors.publish import Publisher
 from models.labels import could_be_taiwan_related
 from newswatch.config import PROJECT_ROOT, Settings
-from newswatch.schemas import Article, Decision, article_id, utc_now
+from newswatch.schemas import Article, ClassifiedArticle, Decision, article_id, utc_now
+from tests.commands import newswatch_command
 from tests.test_pipeline import committed_offsets, read_topic
 
 ARCHIVE = PROJECT_ROOT.parent / "shared" / "data" / "archive" / "entries.jsonl.gz"
@@ -58,25 +58,9 @@ def model_bound_articles(count: int) -> list[Article]:
 
 def start_pipeline(settings: Settings, log: Path, *options: str) -> subprocess.Popen:
     """``newswatch pipeline`` on the test's topics, in its own process group."""
-    kafka = settings.kafka
     with open(log, "wb") as out:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "newswatch.cli",
-                "pipeline",
-                f"--home={settings.home}",
-                f"--bootstrap-servers={kafka.bootstrap_servers}",
-                f"--articles-topic={kafka.articles_topic}",
-                f"--alerts-topic={kafka.alerts_topic}",
-                f"--decisions-topic={kafka.decisions_topic}",
-                f"--dead-letter-topic={kafka.dead_letter_topic}",
-                f"--stories-topic={kafka.stories_topic}",
-                f"--story-alerts-topic={kafka.story_alerts_topic}",
-                f"--group-id={kafka.group_id}",
-                *options,
-            ],
+            newswatch_command(settings, "pipeline", *options),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -110,8 +94,23 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, worker=No
 
 
 def totals(settings: Settings) -> tuple[int, int]:
-    committed, end = committed_offsets(settings)
-    return sum(committed.values()), sum(end.values())
+    """Committed and end offsets summed over the articles and classified topics: equal once
+    every article and every Taiwan-related article's story step is done."""
+    committed, end = 0, 0
+    for topic in (settings.kafka.articles_topic, settings.kafka.classified_topic):
+        done, last = committed_offsets(settings, topic)
+        committed, end = committed + sum(done.values()), end + sum(last.values())
+    return committed, end
+
+
+def settled(settings: Settings) -> bool:
+    """Every article read so far is decided and committed, story step included."""
+    committed, end = totals(settings)
+    return committed == end
+
+
+def articles_committed(settings: Settings) -> int:
+    return sum(committed_offsets(settings)[0].values())
 
 
 @pytest.fixture
@@ -121,7 +120,12 @@ def worker(settings: Settings, tmp_path: Path):
     try:
         with Publisher(settings) as publisher:
             publisher.publish(model_bound_articles(1))
-        wait_for(lambda: totals(settings) == (1, 1), 180, "the first article", process)
+        wait_for(
+            lambda: articles_committed(settings) == 1 and settled(settings),
+            180,
+            "the first article",
+            process,
+        )
         yield process
     finally:
         if process.poll() is None:
@@ -143,6 +147,17 @@ def publish_and_wait_for_work_in_flight(settings: Settings, count: int) -> list[
     committed, end = totals(settings)
     assert committed < end, "the batch was done before the signal: nothing was in flight"
     return articles
+
+
+def awaiting_story_step(settings: Settings) -> set[str]:
+    """Ids of the articles on the classified topic above the group's committed offset."""
+    committed, _ = committed_offsets(settings, settings.kafka.classified_topic)
+    records = read_topic(settings, settings.kafka.classified_topic)
+    return {
+        ClassifiedArticle.from_bytes(r.value).article.id
+        for r in records
+        if r.offset >= committed[r.partition]
+    }
 
 
 def decided_ids(settings: Settings) -> set[str]:
@@ -170,8 +185,11 @@ def test_sigterm_drains_in_flight_articles_commits_them_and_exits_0(settings, wo
     assert worker.wait(180) == 0
     committed, end = committed_offsets(settings)
     assert all(at_signal[p] <= committed[p] <= end[p] for p in end)
-    # Drained: what it read was decided and committed, and nothing unread was decided.
-    assert decided_ids(settings) == ids_below(settings, committed)
+    # Drained: what it read was decided and committed, or handed to the story step (the
+    # classified topic) uncommitted there; and nothing unread was decided.
+    decided, read = decided_ids(settings), ids_below(settings, committed)
+    assert decided <= read
+    assert read <= decided | awaiting_story_step(settings)
     assert process_group(worker.pid) == []  # the Prism runner went with it
     # The rest waits, uncommitted, for the next run.
     from pipelines.classify import run

@@ -22,7 +22,7 @@ from pipelines.classify import run
 from pipelines.replay import ReplayOptions, replay
 from tests.conftest import isolated_settings
 from tests.test_pipeline import read_topic
-from tests.test_shutdown import start_pipeline, totals, wait_for
+from tests.test_shutdown import articles_committed, settled, start_pipeline, totals, wait_for
 
 LABELLED = PROJECT_ROOT.parent / "shared" / "data" / "labelled"
 EPISODES = ("pla-joint-sword-drills-2023-04", "us-volcano-antitank-sale-2022-12")
@@ -156,14 +156,19 @@ def test_a_worker_killed_mid_stream_recovers_its_stories_without_splitting_them(
         publisher.publish(articles[:half])
     worker = start_pipeline(settings, tmp_path / "first.log")
     try:
-        wait_for(lambda: totals(settings)[0] == half, 240, "the first half", worker)
+        wait_for(
+            lambda: articles_committed(settings) == half and settled(settings),
+            240,
+            "the first half",
+            worker,
+        )
         with Publisher(settings) as publisher:
             publisher.publish(articles[half:])
-        wait_for(lambda: totals(settings)[0] > half, 240, "work on the second half", worker)
+        wait_for(lambda: totals(settings)[0] > 2 * half, 240, "work on the second half", worker)
     finally:
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait(30)
-    assert totals(settings)[0] < len(articles), "the kill came after everything was done"
+    assert not settled(settings), "the kill came after everything was done"
 
     run(settings, until_idle=True, install_signal_handlers=False)
 

@@ -41,7 +41,7 @@ def _shares(read) -> dict:
 
 
 def _held(member: GroupMember) -> set[int]:
-    return {p for p in range(3) if member.holds(member.spec.topic, p)}
+    return {p for p in range(3) if member.holds(member.spec.topics[0], p)}
 
 
 @pytest.fixture
@@ -49,10 +49,11 @@ def spec(settings) -> GroupSpec:
     kafkaio.reset_ledgers()
     return GroupSpec(
         settings.bootstrap_servers,
-        settings.kafka.articles_topic,
+        (settings.kafka.articles_topic,),
         settings.kafka.group_id,
         session_timeout=3.0,
-        handover_timeout=5.0,
+        handover_timeout=1.0,
+        poll_interval_limit=10.0,
     )
 
 
@@ -92,14 +93,14 @@ def test_a_member_put_out_of_the_group_cannot_commit_and_its_successor_resumes(s
         successor = GroupMember(spec)
         # The stale member stops polling (a long pause): the group moves on without it.
         _poll_until([successor], lambda read: _held(successor) == {0, 1, 2})
-        assert stale.holds(spec.topic, 0)  # it has not noticed yet...
-        assert not stale.commit(spec.topic, 0, 10_000)  # ...but the broker refuses it
+        assert stale.holds(spec.topics[0], 0)  # it has not noticed yet...
+        assert not stale.commit(spec.topics[0], 0, 10_000)  # ...but the broker refuses it
 
         consumer = make_consumer(settings.bootstrap_servers, group_id=spec.group_id)
         try:
             from kafka import TopicPartition
 
-            committed = {p: consumer.committed(TopicPartition(spec.topic, p)) for p in range(3)}
+            committed = {p: consumer.committed(TopicPartition(spec.topics[0], p)) for p in range(3)}
         finally:
             consumer.close()
         assert sum(committed.values()) == 30
