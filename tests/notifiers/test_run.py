@@ -14,32 +14,15 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.schemas import StoryAlert
 from notifiers.messages import one_line
+from tests.commands import newswatch_command
 from tests.notifiers.harness import committed, end_offset, publish, story_alert, wait_until
 from tests.notifiers.servers import WebhookServer
-
-
-def run_command(settings: Settings, *extra: str) -> list[str]:
-    kafka = settings.kafka
-    return [
-        sys.executable, "-m", "newswatch.cli", "run",
-        f"--home={settings.home}",
-        f"--bootstrap-servers={kafka.bootstrap_servers}",
-        f"--articles-topic={kafka.articles_topic}",
-        f"--alerts-topic={kafka.alerts_topic}",
-        f"--decisions-topic={kafka.decisions_topic}",
-        f"--dead-letter-topic={kafka.dead_letter_topic}",
-        f"--stories-topic={kafka.stories_topic}",
-        f"--story-alerts-topic={kafka.story_alerts_topic}",
-        f"--group-id={kafka.group_id}",
-        *extra,
-    ]  # fmt: skip
 
 
 def environment(settings: Settings) -> dict[str, str]:
@@ -57,8 +40,8 @@ def seed_folder(tmp_path: Path) -> Path:
 def test_until_idle_prints_and_delivers_the_story_alerts_the_pipeline_raised(notify, tmp_path):
     with WebhookServer() as server:
         done = subprocess.run(
-            run_command(
-                notify, "--until-idle", f"--files={seed_folder(tmp_path)}", "--json",
+            newswatch_command(
+                notify, "run", "--until-idle", f"--files={seed_folder(tmp_path)}", "--json",
                 f"--notify-webhook={server.url}",
             ),
             capture_output=True, text=True, env=environment(notify), cwd=PROJECT_ROOT, timeout=300,
@@ -88,7 +71,9 @@ def test_ctrl_c_drains_and_ends_with_one_summary_line_and_no_noise(notify, tmp_p
     out, err = tmp_path / "stdout", tmp_path / "stderr"
     with WebhookServer() as server, open(out, "wb") as stdout, open(err, "wb") as stderr:
         process = subprocess.Popen(
-            run_command(notify, f"--files={empty}", f"--notify-webhook={server.url}"),
+            newswatch_command(
+                notify, "run", f"--files={empty}", f"--notify-webhook={server.url}"
+            ),
             stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, env=environment(notify),
             cwd=PROJECT_ROOT, start_new_session=True,
         )  # fmt: skip

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -36,6 +35,7 @@ from newswatch.schemas import (
     utc_now,
 )
 from newswatch.topics import make_producer
+from tests.commands import newswatch_command
 from tests.conftest import free_port
 
 
@@ -62,21 +62,6 @@ def fetch(url: str, headers: dict[str, str] | None = None, timeout: float = 10.0
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read()
-
-
-def kafka_flags(settings: Settings) -> list[str]:
-    """The flags that point a command at the test's broker, topics and group."""
-    kafka = settings.kafka
-    return [
-        f"--bootstrap-servers={kafka.bootstrap_servers}",
-        f"--articles-topic={kafka.articles_topic}",
-        f"--alerts-topic={kafka.alerts_topic}",
-        f"--decisions-topic={kafka.decisions_topic}",
-        f"--dead-letter-topic={kafka.dead_letter_topic}",
-        f"--stories-topic={kafka.stories_topic}",
-        f"--story-alerts-topic={kafka.story_alerts_topic}",
-        f"--group-id={kafka.group_id}",
-    ]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -118,18 +103,9 @@ def start_serve(
     port = free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "newswatch.cli",
-                "serve",
-                f"--home={settings.home}",
-                f"--host={host}",
-                f"--port={port}",
-                "--refresh=1",
-                *kafka_flags(settings),
-                *args,
-            ],
+            newswatch_command(
+                settings, "serve", f"--host={host}", f"--port={port}", "--refresh=1", *args
+            ),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -12,8 +12,9 @@ import pytest
 from newswatch.access import Credentials, is_loopback, require_credentials
 from newswatch.config import PROJECT_ROOT
 from newswatch.errors import ConfigError
+from tests.commands import kafka_flags
 from tests.conftest import free_port
-from tests.web.conftest import clean_env, fetch, kafka_flags
+from tests.web.conftest import clean_env, fetch
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,12 +18,12 @@ from connectors.files import read_document
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.schemas import Article, DeadLetter, article_id, utc_now
 from newswatch.topics import read_topic
+from tests.commands import newswatch_command
 from tests.conftest import free_port, isolated_settings, start_broker
 from tests.web.conftest import (
     clean_env,
     fetch,
     json_of,
-    kafka_flags,
     make_alert,
     make_decision,
     make_story,
@@ -84,15 +83,7 @@ def test_worker_metrics_match_what_the_pipeline_wrote(settings: Settings, tmp_pa
     log = tmp_path / "pipeline.log"
     with open(log, "wb") as out:
         worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "newswatch.cli",
-                "pipeline",
-                f"--home={settings.home}",
-                f"--metrics-port={port}",
-                *kafka_flags(settings),
-            ],
+            newswatch_command(settings, "pipeline", f"--metrics-port={port}"),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

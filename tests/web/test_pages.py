@@ -19,11 +19,11 @@ from connectors.publish import Publisher
 from connectors.service import run_connectors
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.schemas import Article, DeadLetter, Decision, article_id, utc_now
+from tests.commands import newswatch_command
 from tests.conftest import free_port
 from tests.connectors.servers import FeedServer, Reply
 from tests.web.conftest import (
     clean_env,
-    kafka_flags,
     make_alert,
     make_story,
     publish,
@@ -209,14 +209,7 @@ def test_status_shows_broker_topics_lag_feeds_stories_and_dead_letters(settings:
     publish_dead_letters(settings, [DeadLetter.of("decode", "SchemaError", "t/0@1", b"x")])
 
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "newswatch.cli",
-            "status",
-            f"--home={settings.home}",
-            *kafka_flags(settings),
-        ],
+        newswatch_command(settings, "status"),
         cwd=PROJECT_ROOT,
         env=clean_env(),
         capture_output=True,
@@ -234,15 +227,7 @@ def test_status_shows_broker_topics_lag_feeds_stories_and_dead_letters(settings:
     assert "feeds         0 with a checkpoint" in out
 
     as_json = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "newswatch.cli",
-            "status",
-            "--json",
-            f"--home={settings.home}",
-            *kafka_flags(settings),
-        ],
+        newswatch_command(settings, "status", "--json"),
         cwd=PROJECT_ROOT,
         env=clean_env(),
         capture_output=True,
