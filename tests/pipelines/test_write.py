@@ -34,9 +34,10 @@ def test_a_refused_record_fails_its_bundle_and_the_next_bundle_is_written(settin
         admin.create_topics(
             [NewTopic(small_topic, 1, 1, topic_configs={"max.message.bytes": "1024"})]
         )
+        # Created is not yet usable: wait until the partition has a leader.
+        admin.wait_for_topics([small_topic], timeout_ms=30_000)
     finally:
         admin.close()
-    time.sleep(1)
     fn = WriteToKafkaFn(settings.bootstrap_servers)
     fn.setup()
     try:
