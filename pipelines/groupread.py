@@ -372,7 +372,8 @@ class _ReadGroupFn(beam.DoFn):
             tracker.defer_remainder(kafkaio.RECONNECT_DELAY)
             return
         for record in records:
-            metrics.ARTICLES_READ.inc()
+            if record.topic == spec.topics[0]:  # the articles topic; the others are hand-offs
+                metrics.ARTICLES_READ.inc()
             self._records.inc()
             yield beam.window.TimestampedValue(record, kafkaio.event_time(record.timestamp_ms))
         current = watermark.current_watermark()

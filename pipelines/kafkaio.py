@@ -358,6 +358,8 @@ class OutboundMessage:
     topic: str
     key: bytes
     value: bytes
+    timestamp_ms: int | None = None
+    """The record's timestamp; None: the time of sending."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +368,8 @@ class OutboundRecord:
 
     messages: tuple[OutboundMessage, ...]
     ack: OutcomeAck
+    final: bool = True
+    """False for a hand-off to a later step (which writes the article's outcome)."""
 
 
 class WriteToKafkaFn(beam.DoFn):
@@ -408,7 +412,12 @@ class WriteToKafkaFn(beam.DoFn):
         began = time.monotonic()
         while True:
             try:
-                return self._producer.send(message.topic, key=message.key, value=message.value)
+                return self._producer.send(
+                    message.topic,
+                    key=message.key,
+                    value=message.value,
+                    timestamp_ms=message.timestamp_ms,
+                )
             except kafka_errors.KafkaTimeoutError as exc:
                 logger.warning(
                     "writing to %s: %s; broker unreachable for %.0f s, still trying",
@@ -441,7 +450,8 @@ class WriteToKafkaFn(beam.DoFn):
                 # producer replaces itself, see `newswatch.topics.Producer`).
                 future.get(timeout=60)
             self._written.inc(len(entry.futures))
-            metrics.observe_ack_to_outcome(entry.record.ack.timestamp_ms)
+            if entry.record.final:
+                metrics.observe_ack_to_outcome(entry.record.ack.timestamp_ms)
             ack = entry.record.ack
             yield WindowedValue(
                 (f"{ack.topic}/{ack.partition}", ack), entry.timestamp, [entry.window]

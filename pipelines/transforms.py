@@ -169,9 +169,10 @@ def _hand_off_record(element: tuple, topic: str) -> OutboundRecord:
     ack, prediction = element
     article: Article = prediction.example
     record = ClassifiedArticle(article=article, classification=prediction.inference)
-    return OutboundRecord(
-        messages=(OutboundMessage(topic, article.id.encode(), record.to_bytes()),), ack=ack
-    )
+    # With the article record's timestamp: the story step's latency and event time count
+    # from the article's arrival, not from the hand-off.
+    message = OutboundMessage(topic, article.id.encode(), record.to_bytes(), ack.timestamp_ms)
+    return OutboundRecord(messages=(message,), ack=ack, final=False)
 
 
 class DecodeClassifiedFn(beam.DoFn):
