@@ -34,7 +34,7 @@ logging.getLogger().addFilter(_drop_beam_gcp_notice)
 #: Modules that contribute subcommands, in --help order.
 _COMMAND_MODULES = (
     "pipelines.commands",  # run, pipeline, alerts
-    "pipelines.replay",  # replay
+    "pipelines.replay_commands",  # replay
     "connectors.commands",  # ingest
     "models.commands",  # classify, model train|eval
     "newswatch.broker",  # broker start|stop|status

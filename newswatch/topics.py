@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,17 +106,24 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(settings: Settings, timeout: float = 30.0) -> None:
+def ensure_topics(
+    settings: Settings, timeout: float = 30.0, *, specs: Sequence[TopicSpec] | None = None
+) -> None:
     """Create the newswatch topics that do not exist yet; leave existing ones alone.
 
     Existing topics are not altered (an operator may have tuned them), but a
     partition count or config different from ours is logged as a warning.
 
+    Args:
+        settings: Broker address and replication factor (and the topics, by default).
+        timeout: Seconds to wait for a broker that is not ready for topic admin yet.
+        specs: The topics to create instead of `topic_specs` (a replay's own).
+
     Raises:
         BrokerError: the broker cannot be reached, or refuses a topic, within
             ``timeout`` seconds.
     """
-    specs = topic_specs(settings)
+    specs = list(topic_specs(settings) if specs is None else specs)
     servers = settings.bootstrap_servers
     deadline = time.monotonic() + timeout
     while True:

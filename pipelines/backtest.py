@@ -168,7 +168,7 @@ def collect(
     Args:
         settings: The replay's settings (its topics).
         index_topic: The replay's index topic, if the index ran.
-        sent: Per article id, what the publisher sent (`pipelines.replay.SentArticle`).
+        sent: Per article id, what the publisher sent (`pipelines.replay_publisher.SentArticle`).
         labels: Labelled JSON-lines rows to score the decisions against.
         records: The replay's records by topic (each with ``value``, ``partition``
             and ``offset``), when it wrote none to a broker (a bounded run);

@@ -138,7 +138,8 @@ def replay_bounded(
     """
     from pipelines import backtest
     from pipelines.daskrunner import BoundedDaskRunner, local_cluster
-    from pipelines.replay import ReplayResult, SentArticle
+    from pipelines.replay import ReplayResult
+    from pipelines.replay_publisher import SentArticle
 
     if options.speed is not None:
         raise ConfigError("--speed needs the streaming runner (prism); --runner dask has no pace")

@@ -27,7 +27,8 @@ from newswatch.config import PROJECT_ROOT, Settings, replace
 from newswatch.schemas import Alert, Article
 from newswatch.topics import make_admin, make_consumer
 from pipelines.backtest import read_records
-from pipelines.replay import REPLAY_PREFIX, ReplayOptions, replay
+from pipelines.replay import ReplayOptions, replay
+from pipelines.replay_topics import REPLAY_PREFIX
 from tests.conftest import isolated_settings
 
 ARCHIVE = PROJECT_ROOT / "tests" / "data" / "archive"

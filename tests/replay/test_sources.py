@@ -14,9 +14,10 @@ import pytest
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.errors import ConfigError
 from newswatch.schemas import DeadLetter
-from pipelines import replay as replay_module
+from pipelines import replay_commands
 from pipelines.archive import ReplayItem, SourceStats, iter_sources
-from pipelines.replay import REPLAY_PREFIX, Progress, replay_settings
+from pipelines.replay_progress import Progress
+from pipelines.replay_topics import REPLAY_PREFIX, replay_settings
 
 ARCHIVE = PROJECT_ROOT / "tests" / "data" / "archive"
 LABELLED = PROJECT_ROOT.parent / "shared" / "data" / "labelled" / "dev.jsonl"
@@ -112,7 +113,7 @@ def test_replay_topics_and_group_are_the_runs_own():
 
 def replay_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
-    replay_module.register(parser.add_subparsers())
+    replay_commands.register(parser.add_subparsers())
     return parser
 
 
