@@ -1,20 +1,19 @@
 """Progress of a replay on stderr: publishing, then the pipeline's committed offsets.
 
-On a terminal, a bar with rate and ETA redrawn in place; otherwise (a log file, a
-pipe) a plain line every few seconds.
+On a terminal, tqdm's bar with rate and time left, redrawn in place; otherwise (a
+log file, a pipe) a plain line every few seconds, without bar or carriage return.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import sys
 import threading
-import time
-from typing import IO
+from typing import IO, Any
 
 from kafka import errors as kafka_errors
+from tqdm import tqdm
 
 from newswatch.config import Settings
 from pipelines.replay_topics import consumed_offsets
@@ -25,7 +24,15 @@ logger = logging.getLogger(__name__)
 
 
 class Progress:
-    """A progress bar with rate and ETA on a terminal, plain periodic lines otherwise."""
+    """A progress bar with rate and time left on a terminal, plain periodic lines otherwise.
+
+    Args:
+        label: What is counted (``publishing``, ``classifying``).
+        total: How many there will be, if known (`update` may set it later).
+        stream: Where to draw (default stderr).
+        interval: Least seconds between two draws (default 0.2 on a terminal, 10 otherwise).
+        tty: Whether ``stream`` is a terminal (default: ask it).
+    """
 
     def __init__(
         self,
@@ -36,66 +43,54 @@ class Progress:
         interval: float | None = None,
         tty: bool | None = None,
     ) -> None:
-        self.label = label
-        self.total = total
-        self.done = 0
-        self._stream = stream or sys.stderr
-        self._tty = self._stream.isatty() if tty is None else tty
-        self._interval = interval if interval is not None else (0.2 if self._tty else 10.0)
-        self._started = time.monotonic()
-        self._last = 0.0
+        stream = stream or sys.stderr
+        tty = stream.isatty() if tty is None else tty
+        interval = interval if interval is not None else (0.2 if tty else 10.0)
+        options: dict[str, Any] = {
+            "desc": label,
+            "total": total,
+            "file": stream,
+            "unit": " records",
+            "mininterval": interval,
+            "maxinterval": max(interval, 10.0),
+            "miniters": 1,  # draw by time only
+            "smoothing": 0,  # the rate over the whole run
+        }
+        if tty:
+            self._bar = tqdm(**options, dynamic_ncols=True)
+        else:
+            self._bar = _PlainLines(**options, ncols=0, leave=False)
         self._lock = threading.Lock()
 
     def update(self, done: int, total: int | None = None, *, force: bool = False) -> None:
-        """Record progress; draws at most every ``interval`` seconds."""
+        """Record progress (``done`` so far); draws at most every ``interval`` seconds."""
         with self._lock:
-            self.done = done
             if total is not None:
-                self.total = total
-            now = time.monotonic()
-            if not force and now - self._last < self._interval:
-                return
-            self._last = now
-            line = self.line(now)
-            if self._tty:
-                self._stream.write("\r\x1b[2K" + line)
-            else:
-                self._stream.write(line + "\n")
-            self._stream.flush()
-
-    def line(self, now: float | None = None) -> str:
-        """The current state as one line."""
-        elapsed = max(1e-9, (now or time.monotonic()) - self._started)
-        rate = self.done / elapsed
-        total = self.total
-        if total:
-            fraction = min(1.0, self.done / total)
-            left = (total - self.done) / rate if rate > 0 else math.inf
-            eta = _duration(left) if math.isfinite(left) else "?"
-            bar = ""
-            if self._tty:
-                width = 28
-                filled = int(fraction * width)
-                bar = "[" + "#" * filled + "." * (width - filled) + "] "
-            return (
-                f"{self.label}: {bar}{self.done:,}/{total:,} ({fraction:.0%}) "
-                f"{rate:,.1f}/s ETA {eta}"
-            )
-        return f"{self.label}: {self.done:,} {rate:,.1f}/s elapsed {_duration(elapsed)}"
+                self._bar.total = total
+            self._bar.update(done - self._bar.n)
+            if force:
+                self._bar.refresh()
 
     def close(self) -> None:
         """Draw the final state and end the line."""
-        self.update(self.done, force=True)
-        if self._tty:
-            self._stream.write("\n")
-            self._stream.flush()
+        with self._lock:
+            self._bar.close()
 
 
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+class _PlainLines(tqdm):
+    """tqdm writing each draw as a line of its own, for logs and pipes."""
+
+    def display(self, msg: str | None = None, pos: int | None = None) -> bool:
+        if msg == "":  # tqdm clearing its bar at close: a finished line needs no clearing
+            return False
+        self.fp.write((self.__str__() if msg is None else msg) + "\n")
+        self.fp.flush()
+        return True
+
+    def close(self) -> None:
+        if not self.disable:
+            self.refresh()  # the final state, which tqdm draws at close only on a terminal
+        super().close()
 
 
 class PipelineProgress:

@@ -135,14 +135,15 @@ class _Terminal(io.StringIO):
         return True
 
 
-def test_progress_draws_a_bar_with_rate_and_eta_on_a_terminal():
+def test_progress_draws_a_bar_with_rate_and_time_left_on_a_terminal():
     stream = _Terminal()
     progress = Progress("classifying", total=200, stream=stream, interval=0)
     progress.update(50)
     progress.close()
     text = stream.getvalue()
-    assert "\r" in text and "[#######" in text and "50/200 (25%)" in text
-    assert "/s ETA " in text and text.endswith("\n")
+    last = text.rsplit("\r", 1)[-1]
+    assert last.startswith("classifying:  25%|") and "| 50/200 [" in last
+    assert "<" in last and "records/s]" in last and text.endswith("\n")
 
 
 def test_progress_prints_plain_lines_when_not_a_terminal():
@@ -152,8 +153,9 @@ def test_progress_prints_plain_lines_when_not_a_terminal():
         progress.update(done)
     progress.close()
     lines = stream.getvalue().splitlines()
-    assert lines[0].startswith("publishing: 10 ") and "\r" not in stream.getvalue()
-    assert all("elapsed" in line for line in lines) and "[" not in stream.getvalue()
+    assert lines[1].startswith("publishing: 10 records") and lines[-1].startswith("publishing: 20 ")
+    assert all("records/s" in line for line in lines)
+    assert "\r" not in stream.getvalue() and "|" not in stream.getvalue()
 
 
 def test_several_sources_are_interleaved_in_arrival_order():
