@@ -27,9 +27,11 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from apache_beam.utils.windowed_value import WindowedValue
+from kafka import OffsetAndMetadata, TopicPartition
 from kafka import errors as kafka_errors
 
 from newswatch import metrics
+from newswatch.retry import retry_kafka
 from newswatch.topics import make_consumer, make_producer
 
 __all__ = [
@@ -141,8 +143,6 @@ def plan_partitions(
     With ``until_end`` each partition stops at its current end offset, making
     the read bounded (``newswatch run --until-idle`` and replays).
     """
-    from kafka import TopicPartition
-
     consumer = make_consumer(bootstrap_servers, group_id=group_id)
     try:
         partitions = consumer.partitions_for_topic(topic)
@@ -172,17 +172,7 @@ def retrying(what: str, attempt: Callable[[], T], final: tuple[type[Exception], 
 
     Errors in ``final`` (a commit refused to a fenced member) are raised at once.
     """
-    deadline = time.monotonic() + RETRY_SECONDS
-    delay = 0.5
-    while True:
-        try:
-            return attempt()
-        except kafka_errors.KafkaError as exc:
-            if isinstance(exc, final) or time.monotonic() + delay > deadline:
-                raise
-            logger.warning("%s failed (%s); retrying in %.1f s", what, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 10.0)
+    return retry_kafka(what, attempt, seconds=RETRY_SECONDS, final=final)
 
 
 #: Seconds a partition reader waits before it tries an unreachable broker again.
@@ -250,8 +240,6 @@ class _ReadPartitionFn(beam.DoFn):
         key = (spec.bootstrap_servers, spec.topic, spec.partition)
         consumer = self._consumers.get(key)
         if consumer is None:
-            from kafka import TopicPartition
-
             consumer = make_consumer(spec.bootstrap_servers, group_id=None)
             consumer.assign([TopicPartition(spec.topic, spec.partition)])
             self._consumers[key] = consumer
@@ -264,8 +252,6 @@ class _ReadPartitionFn(beam.DoFn):
         tracker=beam.DoFn.RestrictionParam(_PartitionRestrictions()),
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[beam.window.TimestampedValue]:
-        from kafka import TopicPartition
-
         tp = TopicPartition(spec.topic, spec.partition)
         restriction = tracker.current_restriction()
         position = restriction.start
@@ -578,8 +564,6 @@ class CommitOffsetsFn(beam.DoFn):
         )
 
     def process(self, element: tuple[str, OutcomeAck]) -> Iterator[tuple[str, int]]:
-        from kafka import TopicPartition
-
         key, ack = element
         ledger = _ledger(
             (self._bootstrap_servers, self._group_id, ack.topic, ack.partition),
@@ -600,8 +584,6 @@ class CommitOffsetsFn(beam.DoFn):
 
     def _commit(self, tp, offset: int, key: str) -> bool:
         """Commits ``offset``; False if a group member was fenced off the partition."""
-        from kafka import OffsetAndMetadata
-
         with _LEDGERS_LOCK:
             member = _GROUP_COMMITTERS.get((self._bootstrap_servers, self._group_id))
         if member is not None:

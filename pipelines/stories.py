@@ -41,7 +41,6 @@ import logging
 import math
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from kafka import errors as kafka_errors
 
 from newswatch import metrics
 from newswatch.config import StorySettings
+from newswatch.retry import retry_kafka
 from newswatch.schemas import (
     SIGNAL_TYPES,
     Article,
@@ -572,20 +572,14 @@ def _recovered_book(servers: str, kafka: Any, settings: StorySettings) -> StoryB
         return book
 
 
-#: Longest pause, in seconds, between attempts to read a topic while the broker is away.
-_MAX_READ_PAUSE = 10.0
-
-
 def _read_waiting(servers: str, topic: str) -> list[Any]:
     """`read_topic`, waiting out a broker outage of any length (a worker must not die of it)."""
-    pause = 0.5
-    while True:
-        try:
-            return read_topic(servers, topic)
-        except (kafka_errors.KafkaError, TimeoutError, OSError) as exc:
-            logger.warning("cannot read %s yet (%s); trying again in %.0f s", topic, exc, pause)
-            time.sleep(pause)
-            pause = min(pause * 2, _MAX_READ_PAUSE)
+    return retry_kafka(
+        f"reading {topic}",
+        lambda: read_topic(servers, topic),
+        seconds=None,
+        retry_on=(kafka_errors.KafkaError, TimeoutError, OSError),
+    )
 
 
 def _records(cls: Any, records: Iterable[Any], topic: str) -> list[Any]:

@@ -1,0 +1,52 @@
+"""Waiting out a broker that cannot be reached, the same way everywhere (tenacity).
+
+`retry_kafka` runs an attempt again on Kafka errors with exponential backoff
+(0.5 s doubling to 10 s), logging each retry, for up to ``seconds`` (None: until
+it succeeds); errors in ``final`` and other exceptions are raised at once.
+
+Example::
+
+    consumer = retry_kafka("offset committer", lambda: make_consumer(servers, group_id=group))
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import tenacity
+from kafka import errors as kafka_errors
+
+__all__ = ["retry_kafka"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def retry_kafka(
+    what: str,
+    attempt: Callable[[], T],
+    *,
+    seconds: float | None = 300.0,
+    final: tuple[type[BaseException], ...] = (),
+    retry_on: tuple[type[BaseException], ...] = (kafka_errors.KafkaError,),
+) -> T:
+    """``attempt()``, retried on ``retry_on`` errors (not ``final`` ones) for ``seconds``."""
+
+    def log(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        logger.warning("%s failed (%s); retrying in %.1f s", what, error, wait)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, retry_on) and not isinstance(exc, final)
+        ),
+        wait=tenacity.wait_exponential(multiplier=0.5, min=0.5, max=10.0),
+        stop=tenacity.stop_never if seconds is None else tenacity.stop_after_delay(seconds),
+        before_sleep=log,
+        reraise=True,
+    )
+    return retrying(attempt)
