@@ -49,7 +49,7 @@ from newswatch.topics import read_topic
 from pipelines.index import latest_points
 from pipelines.story_eval import bcubed, load_story_labels, trivial_groupings
 
-__all__ = ["AlertRow", "Backtest", "collect", "label_metrics", "read_records", "write_report"]
+__all__ = ["AlertRow", "Backtest", "collect", "label_metrics", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,11 +140,6 @@ class Backtest:
         )
 
 
-def read_records(bootstrap_servers: str, topic: str, timeout: float = 120.0) -> list[Any]:
-    """Every record currently in ``topic`` (see `newswatch.topics.read_topic`)."""
-    return read_topic(bootstrap_servers, topic, timeout)
-
-
 def _parse(cls: Any, records: Iterable[Any], topic: str) -> list[Any]:
     parsed = []
     for record in records:
@@ -179,7 +174,7 @@ def collect(
     def read(topic: str) -> Sequence[Any]:
         if records is not None:
             return records.get(topic, ())
-        return read_records(servers, topic)
+        return read_topic(servers, topic)
 
     alerts: list[Alert] = _parse(Alert, read(kafka.alerts_topic), "alerts")
     decisions: list[Decision] = _parse(Decision, read(kafka.decisions_topic), "decisions")

@@ -15,6 +15,7 @@ import pytest
 from kafka import TopicPartition
 
 from connectors.publish import Publisher
+from newswatch import topics
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.schemas import (
     Alert,
@@ -68,21 +69,8 @@ def non_taiwan_articles(count: int) -> list[Article]:
 
 
 def read_topic(settings: Settings, topic: str) -> list:
-    """Every record currently in ``topic``."""
-    consumer = make_consumer(settings.bootstrap_servers)
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        records = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < end[tp] for tp in tps) and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=500).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
+    """Every record currently in ``topic`` on the settings' broker (`topics.read_topic`)."""
+    return topics.read_topic(settings.bootstrap_servers, topic, timeout=30)
 
 
 def committed_offsets(

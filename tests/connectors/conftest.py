@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
 from newswatch.config import Settings
@@ -99,26 +97,8 @@ def read_topic() -> Callable[[Settings, str], list[ConsumerRecord]]:
     """A function returning every record of a topic, from the beginning to its end now."""
 
     def read(settings: Settings, topic: str, timeout: float = 30.0) -> list[ConsumerRecord]:
-        from newswatch.topics import make_consumer
+        from newswatch.topics import read_topic
 
-        consumer = make_consumer(settings.bootstrap_servers, group_id=None)
-        try:
-            deadline = time.monotonic() + timeout
-            partitions = None
-            while not partitions:
-                partitions = consumer.partitions_for_topic(topic)
-                assert time.monotonic() < deadline, f"no metadata for topic {topic}"
-            assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
-            consumer.assign(assigned)
-            consumer.seek_to_beginning()
-            end = consumer.end_offsets(assigned)
-            records: list[ConsumerRecord] = []
-            while any(consumer.position(tp) < end[tp] for tp in assigned):
-                for batch in consumer.poll(timeout_ms=500).values():
-                    records.extend(batch)
-                assert time.monotonic() < deadline, f"topic {topic} not read within {timeout}s"
-            return records
-        finally:
-            consumer.close()
+        return read_topic(settings.bootstrap_servers, topic, timeout)
 
     return read

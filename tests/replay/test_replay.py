@@ -25,8 +25,7 @@ from kafka import TopicPartition
 from connectors.feeds import parse_feed
 from newswatch.config import PROJECT_ROOT, Settings, replace
 from newswatch.schemas import Alert, Article
-from newswatch.topics import make_admin, make_consumer
-from pipelines.backtest import read_records
+from newswatch.topics import make_admin, make_consumer, read_topic
 from pipelines.replay import ReplayOptions, replay
 from pipelines.replay_topics import REPLAY_PREFIX
 from tests.conftest import isolated_settings
@@ -78,13 +77,11 @@ def archive_replay(live_settings, tmp_path_factory):
         admin.close()
 
 
-def kafka_records(settings: Settings, topic: str) -> list:
-    return read_records(settings.bootstrap_servers, topic)
-
-
 def test_entry_seen_in_many_snapshots_alerts_once(archive_replay, live_settings):
     alerts_topic = next(t for t in archive_replay.kept_topics if t.endswith(".alerts"))
-    records = [Alert.from_bytes(r.value) for r in kafka_records(live_settings, alerts_topic)]
+    records = [
+        Alert.from_bytes(r.value) for r in read_topic(live_settings.bootstrap_servers, alerts_topic)
+    ]
     per_article = Counter(a.article_id for a in records)
     seen = sightings()
     taiwan = next(i for i, s in seen.items() if s[0][0].title == TAIWAN_TITLE)
@@ -108,7 +105,7 @@ def test_missing_publication_time_falls_back_to_first_capture_time(archive_repla
     articles_topic = next(t for t in archive_replay.kept_topics if t.endswith(".articles"))
     records = {
         Article.from_bytes(r.value).id: (Article.from_bytes(r.value), r.timestamp)
-        for r in kafka_records(live_settings, articles_topic)
+        for r in read_topic(live_settings.bootstrap_servers, articles_topic)
     }
     undated = {i: s for i, s in sightings().items() if s[0][0].published is None}
     assert archive_replay.stats.fallbacks == len(undated) > 10
