@@ -34,7 +34,6 @@ import apache_beam as beam
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
-from apache_beam.transforms.core import RestrictionProvider
 from apache_beam.utils.timestamp import Duration, Timestamp
 from kafka import OffsetAndMetadata, TopicPartition
 from kafka import errors as kafka_errors
@@ -323,23 +322,11 @@ def close_members(*, drained: bool = True) -> None:
             logger.warning("leaving group %s failed", found.spec.group_id, exc_info=True)
 
 
-class _PollCounter(RestrictionProvider):
+class _PollCounter(kafkaio.CheckpointOnlyRestrictions):
     """Restriction over poll numbers: the read position lives in the member."""
 
     def initial_restriction(self, element: GroupSpec) -> OffsetRange:
         return OffsetRange(0, _UNBOUNDED)
-
-    def create_tracker(self, restriction: OffsetRange):
-        return kafkaio.CheckpointOnlyTracker(restriction)
-
-    def restriction_size(self, element: GroupSpec, restriction: OffsetRange) -> int:
-        return 1
-
-    def split(self, element, restriction):
-        yield restriction
-
-    def truncate(self, element, restriction):
-        return None  # on drain, stop reading
 
 
 class _ReadGroupFn(beam.DoFn):

@@ -35,6 +35,7 @@ from newswatch.retry import retry_kafka
 from newswatch.topics import make_consumer, make_producer
 
 __all__ = [
+    "CheckpointOnlyRestrictions",
     "CheckpointOnlyTracker",
     "CommitOffsetsFn",
     "KafkaRecord",
@@ -206,14 +207,14 @@ class CheckpointOnlyTracker(OffsetRestrictionTracker):
         return super().try_split(0)
 
 
-class _PartitionRestrictions(RestrictionProvider):
-    def initial_restriction(self, element: PartitionSpec) -> OffsetRange:
-        return OffsetRange(element.start, _UNBOUNDED if element.stop is None else element.stop)
+class CheckpointOnlyRestrictions(RestrictionProvider):
+    """Offset restrictions a reader may checkpoint but a runner may not split or keep
+    after a drain; subclasses give the initial restriction."""
 
     def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
         return CheckpointOnlyTracker(restriction)
 
-    def restriction_size(self, element: PartitionSpec, restriction: OffsetRange) -> int:
+    def restriction_size(self, element, restriction: OffsetRange) -> int:
         # Size only matters for splitting, which is disabled; keep it small and finite.
         return min(restriction.size(), 1_000_000)
 
@@ -222,6 +223,11 @@ class _PartitionRestrictions(RestrictionProvider):
 
     def truncate(self, element, restriction):
         return None  # on drain, stop reading
+
+
+class _PartitionRestrictions(CheckpointOnlyRestrictions):
+    def initial_restriction(self, element: PartitionSpec) -> OffsetRange:
+        return OffsetRange(element.start, _UNBOUNDED if element.stop is None else element.stop)
 
 
 class _ReadPartitionFn(beam.DoFn):

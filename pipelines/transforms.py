@@ -91,15 +91,20 @@ class DecodeArticleFn(beam.DoFn):
             article = decode_article(record.value)
         except SchemaError as exc:
             self._dead.inc()
-            metrics.DEAD_LETTERS.labels(stage="decode").inc()
-            key = record.key.decode("utf-8", "replace") if record.key else None
-            letter = DeadLetter.of("decode", exc, record.origin, record.value, key=key)
-            yield beam.pvalue.TaggedOutput(
-                self.DEAD, _dead_letter_record(self._dead_letter_topic, letter, record.ack())
-            )
+            yield _undecodable(record, exc, self._dead_letter_topic, self.DEAD)
             return
         self._decoded.inc()
         yield record.ack(), article
+
+
+def _undecodable(
+    record: KafkaRecord, error: Exception, topic: str, tag: str
+) -> beam.pvalue.TaggedOutput:
+    """The decode dead letter of a record no step can read, on output ``tag``."""
+    metrics.DEAD_LETTERS.labels(stage="decode").inc()
+    key = record.key.decode("utf-8", "replace") if record.key else None
+    letter = DeadLetter.of("decode", error, record.origin, record.value, key=key)
+    return beam.pvalue.TaggedOutput(tag, _dead_letter_record(topic, letter, record.ack()))
 
 
 def _dead_letter_record(topic: str, letter: DeadLetter, ack: OutcomeAck) -> OutboundRecord:
@@ -188,12 +193,7 @@ class DecodeClassifiedFn(beam.DoFn):
             handed = ClassifiedArticle.from_bytes(record.value)
             decode_article(handed.article.to_bytes())
         except (SchemaError, TypeError, ValueError) as exc:
-            metrics.DEAD_LETTERS.labels(stage="decode").inc()
-            key = record.key.decode("utf-8", "replace") if record.key else None
-            letter = DeadLetter.of("decode", exc, record.origin, record.value, key=key)
-            yield beam.pvalue.TaggedOutput(
-                self.DEAD, _dead_letter_record(self._dead_letter_topic, letter, record.ack())
-            )
+            yield _undecodable(record, exc, self._dead_letter_topic, self.DEAD)
             return
         yield record.ack(), PredictionResult(handed.article, handed.classification)
 
