@@ -20,11 +20,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from kafka import TopicPartition
 
 from connectors.publish import Publisher
 from models.labels import could_be_taiwan_related
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.schemas import Article, ClassifiedArticle, Decision, article_id, utc_now
+from newswatch.topics import make_consumer
 from tests.commands import newswatch_command
 from tests.test_pipeline import committed_offsets, read_topic
 
@@ -96,11 +98,18 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, worker=No
 def totals(settings: Settings) -> tuple[int, int]:
     """Committed and end offsets summed over the articles and classified topics: equal once
     every article and every Taiwan-related article's story step is done."""
-    committed, end = 0, 0
-    for topic in (settings.kafka.articles_topic, settings.kafka.classified_topic):
-        done, last = committed_offsets(settings, topic)
-        committed, end = committed + sum(done.values()), end + sum(last.values())
-    return committed, end
+    kafka = settings.kafka
+    consumer = make_consumer(settings.bootstrap_servers, group_id=kafka.group_id)
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (kafka.articles_topic, kafka.classified_topic)
+            for p in sorted(consumer.partitions_for_topic(topic) or ())
+        ]
+        end = consumer.end_offsets(tps)
+        return sum(consumer.committed(tp) or 0 for tp in tps), sum(end.values())
+    finally:
+        consumer.close()
 
 
 def settled(settings: Settings) -> bool:
@@ -141,10 +150,17 @@ def publish_and_wait_for_work_in_flight(settings: Settings, count: int) -> list[
     unread or in flight at that moment.
     """
     articles = model_bound_articles(count + 1)[1:]
+    before, _ = totals(settings)
     with Publisher(settings) as publisher:
         assert len(publisher.publish(articles)) == count
-    wait_for(lambda: totals(settings)[0] > 1, 120, "the first commit of the batch")
-    committed, end = totals(settings)
+    seen: dict[str, tuple[int, int]] = {}
+
+    def progressed() -> bool:
+        seen["totals"] = totals(settings)
+        return seen["totals"][0] > before
+
+    wait_for(progressed, 120, "the first commit of the batch")
+    committed, end = seen["totals"]
     assert committed < end, "the batch was done before the signal: nothing was in flight"
     return articles
 
