@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from html.parser import HTMLParser
 from urllib.parse import urlsplit, urlunsplit
 
+from newswatch.schemas import parse_time
+
 __all__ = [
     "HtmlDocument",
     "canonical_url",
@@ -197,7 +199,7 @@ def iso_utc(value: str | time.struct_time | datetime | None) -> str | None:
         elif isinstance(value, str) and value.strip():
             text = value.strip()
             try:
-                when = datetime.fromisoformat(text)
+                when = parse_time(text)
             except ValueError:
                 when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError, IndexError, OverflowError):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from models.labels import SIGNALS
+from newswatch.schemas import parse_time
 
 __all__ = [
     "STORY_SUFFIX",
@@ -56,10 +57,9 @@ def published_at(row: Mapping[str, Any]) -> datetime:
     if not value:
         raise ValueError("no 'published' date")
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         raise ValueError(f"'published' is not an ISO date: {value!r}") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def row_year(row: Mapping[str, Any]) -> int:

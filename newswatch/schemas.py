@@ -36,6 +36,7 @@ __all__ = [
     "alert_id",
     "article_id",
     "parse_ms",
+    "parse_time",
     "story_alert_id",
     "utc_now",
 ]
@@ -57,17 +58,24 @@ class SchemaError(ValueError):
     """A payload is not a valid record of the expected type."""
 
 
+def parse_time(value: str) -> datetime:
+    """An ISO 8601 time, ``Z`` or an offset or naive (taken as UTC), as an aware datetime.
+
+    Raises:
+        ValueError: not an ISO 8601 time.
+    """
+    moment = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def parse_ms(value: str | None) -> int | None:
     """Epoch milliseconds of an ISO 8601 time (naive means UTC); None when absent or invalid."""
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return int(parse_time(value).timestamp() * 1000)
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def utc_now() -> str:

@@ -44,6 +44,7 @@ from newswatch.schemas import (
     Story,
     StoryAlert,
     parse_ms,
+    parse_time,
 )
 from newswatch.topics import read_topic
 from pipelines.index import latest_points
@@ -496,7 +497,7 @@ def _timeline_points(backtest: Backtest) -> tuple[str, list[IndexPoint], int]:
 
 
 def _when(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parse_time(value)
 
 
 def _plot_timeline(backtest: Backtest) -> bytes | None:

@@ -36,7 +36,7 @@ from apache_beam.transforms import trigger, window
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from newswatch import metrics
-from newswatch.schemas import SIGNAL_TYPES, IndexPoint, utc_now
+from newswatch.schemas import SIGNAL_TYPES, IndexPoint, parse_ms, utc_now
 from newswatch.topics import make_producer
 
 __all__ = [
@@ -95,15 +95,9 @@ def event_time_ms(article: Any) -> int | None:
     when the source gave no publication time; None if neither parses.
     """
     for value in (article.published, article.ingested_at):
-        if not value:
-            continue
-        try:
-            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            continue
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        return int(moment.timestamp() * 1000)
+        ms = parse_ms(value)
+        if ms is not None:
+            return ms
     return None
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from newswatch.config import add_common_flags, add_flags, load_settings
+from newswatch.schemas import parse_time
 from pipelines import replay
 from pipelines.commands import embedded_broker
 
@@ -69,10 +70,9 @@ def register(subparsers: Any) -> None:
 
 def _date(text: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return parse_time(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _speed(text: str) -> float | None:
