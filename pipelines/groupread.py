@@ -116,17 +116,7 @@ class GroupMember:
                 for record in records:
                     if record.offset < position:
                         continue
-                    out.append(
-                        KafkaRecord(
-                            topic=tp.topic,
-                            partition=tp.partition,
-                            offset=record.offset,
-                            claimed_from=position,
-                            key=record.key,
-                            value=record.value,
-                            timestamp_ms=record.timestamp,
-                        )
-                    )
+                    out.append(KafkaRecord.of(record, position))
                     position = record.offset + 1
                 self._next[tp] = position
         return out

@@ -113,6 +113,19 @@ class KafkaRecord:
     value: bytes | None
     timestamp_ms: int
 
+    @classmethod
+    def of(cls, record, claimed_from: int) -> KafkaRecord:
+        """From kafka-python's ``ConsumerRecord``, read at position ``claimed_from``."""
+        return cls(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            claimed_from=claimed_from,
+            key=record.key,
+            value=record.value,
+            timestamp_ms=record.timestamp,
+        )
+
     @property
     def origin(self) -> str:
         return f"{self.topic}/{self.partition}@{self.offset}"
@@ -293,18 +306,7 @@ class _ReadPartitionFn(beam.DoFn):
             current = watermark.current_watermark()
             if current is None or ts > current:
                 watermark.set_watermark(ts)
-            yield beam.window.TimestampedValue(
-                KafkaRecord(
-                    topic=spec.topic,
-                    partition=spec.partition,
-                    offset=record.offset,
-                    claimed_from=position,
-                    key=record.key,
-                    value=record.value,
-                    timestamp_ms=record.timestamp,
-                ),
-                ts,
-            )
+            yield beam.window.TimestampedValue(KafkaRecord.of(record, position), ts)
             position = record.offset + 1
         if spec.stop is not None and position >= spec.stop:
             tracker.try_claim(spec.stop)  # bounded read finished
