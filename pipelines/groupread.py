@@ -96,8 +96,14 @@ class GroupMember:
             session_timeout_ms=int(spec.session_timeout * 1000),
             heartbeat_interval_ms=max(100, int(spec.session_timeout * 1000 / 3)),
             max_poll_interval_ms=int(spec.poll_interval_limit * 1000),
+            # Partitions added to a topic reach the group's assignment within this time.
+            metadata_max_age_ms=30_000,
             client_id=f"newswatch-worker-{spec.group_id}",
         )
+        # Partition metadata first: a group leader that assigns without it gives every
+        # member nothing until the next metadata refresh.
+        for topic in spec.topics:
+            self.consumer.partitions_for_topic(topic)
         self.consumer.subscribe(list(spec.topics), listener=_Listener(self))
 
     # --- the reader's side ------------------------------------------------------------
