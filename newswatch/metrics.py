@@ -8,7 +8,7 @@ workers, so its DoFns run in the launching process and update these same objects
 one call beside each Beam ``Metrics.counter`` increment. Counts in DoFns are of
 attempts, as Beam's attempted metrics are: a retried bundle counts again.
 
-Metric names and meanings are listed in README.md ("Operating it").
+Metric names and meanings are listed in docs/operating.md ("Metrics").
 
 Example::
 

@@ -1,7 +1,7 @@
 """``newswatch notify``: deliver story alerts to webhooks, e-mail, commands and files.
 
-Routes come from the config file (``[[notify.routes]]``, see README.md,
-"Notifications"); ``--notify-webhook URL`` adds one webhook route with the
+Routes come from the config file (``[[notify.routes]]``, see
+docs/notifications.md); ``--notify-webhook URL`` adds one webhook route with the
 default timing. The notifier reads the story-alerts topic in its own consumer
 group and commits an alert only once it was delivered (or dead-lettered), so a
 crash or a stop re-delivers, with the same idempotency key, and drops nothing.

@@ -13,7 +13,7 @@ article is compared only with stories that share one of its own strongest
 terms, never with all of them. A story idle
 for `idle_days` of event time goes dormant: written once more, then evicted.
 Parameters were chosen by BCubed F1 against stories labelled by hand (see
-README, "Stories").
+docs/stories.md).
 
 Every change of a story is written to the compacted stories topic (`Story`,
 keyed by story id). A story alert (`StoryAlert`) is raised when a story first

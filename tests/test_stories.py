@@ -147,7 +147,7 @@ def test_a_worker_killed_mid_stream_recovers_its_stories_without_splitting_them(
     kafka_broker, tmp_path, single_run_stories
 ):
     # One partition, as a replay reads: the story step then meets the articles in the
-    # same order in both runs (see README, "Stories", on backlogs over several partitions).
+    # same order in both runs (see docs/stories.md on backlogs over several partitions).
     settings = isolated_settings(kafka_broker, tmp_path, "stories-killed", partitions=1)
     rows = episode_rows()
     articles = [as_article(r) for r in rows]

@@ -147,9 +147,9 @@ def test_routes_and_their_sinks_load_from_the_config_file(notify, tmp_path):
     assert desk.webhook.secret_env == "TEST_WEBHOOK_SECRET"
 
 
-def test_the_readme_example_configures_a_route_of_every_kind(tmp_path):
-    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Notifications") :]
+def test_the_documented_example_configures_a_route_of_every_kind(tmp_path):
+    page = (PROJECT_ROOT / "docs" / "notifications.md").read_text(encoding="utf-8")
+    section = page[page.index("# Notifications") :]
     start = section.index("```toml\n") + len("```toml\n")
     example = section[start : section.index("```", start)]
     password = tmp_path / "smtp-password"
