@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import dataclasses
 import fcntl
 import logging
 import os
@@ -46,7 +45,7 @@ from typing import Any
 
 from kafka import errors as kafka_errors
 
-from newswatch.config import BrokerSettings, add_common_flags, add_flags, load_settings
+from newswatch.config import BrokerSettings, add_common_flags, add_flags, load_settings, replace
 from newswatch.errors import BrokerError
 from newswatch.topics import MAX_MESSAGE_BYTES, make_admin
 
@@ -512,7 +511,7 @@ class LocalCluster:
         root = Path(settings.data_dir)
         self.nodes = [
             LocalBroker(
-                dataclasses.replace(
+                replace(
                     settings, data_dir=root / f"node{i}", port=port, controller_port=controller
                 ),
                 node_id=i,
@@ -611,7 +610,7 @@ def register(subparsers: Any) -> None:
     ):
         action = actions.add_parser(name, help=summary, description=summary)
         add_common_flags(action)
-        add_flags(action, "broker", [f.name for f in dataclasses.fields(BrokerSettings)])
+        add_flags(action, "broker", list(BrokerSettings.model_fields))
         action.set_defaults(handler=handler)
 
 

@@ -1,10 +1,14 @@
-"""Every option of newswatch, in one place.
+"""Every option of newswatch, in one place: typed sections on pydantic-settings.
 
 Values are layered, later wins: built-in defaults < a TOML config file
 (``--config FILE`` or ``$NEWSWATCH_CONFIG``) < environment variables
 (``NEWSWATCH_<SECTION>_<FIELD>``, e.g. ``NEWSWATCH_KAFKA_BOOTSTRAP_SERVERS``)
 < command-line flags. Defaults run the embedded setup: a local broker under
 ``$NEWSWATCH_HOME`` (default ``~/.newswatch``) and the bundled seeds.
+
+Each field carries its type, default, constraints and, as its attribute
+docstring, the help text its ``--flag`` shows. List fields take a comma-separated
+value from the environment. Unknown options are refused wherever they come from.
 
 Example config file::
 
@@ -20,19 +24,24 @@ Example config file::
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import functools
-import inspect
-import itertools
+import json
 import os
-import textwrap
 import tomllib
 import typing
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from newswatch.errors import ConfigError
 
@@ -52,10 +61,13 @@ __all__ = [
     "Settings",
     "StorySettings",
     "WebhookSettings",
+    "add_common_flags",
     "add_flags",
     "env_name",
-    "field_docs",
+    "field_help",
     "load_settings",
+    "replace",
+    "settings_sections",
 ]
 
 #: The checkout this package runs from (newswatch is installed in editable mode).
@@ -66,8 +78,31 @@ def _home() -> Path:
     return Path(os.environ.get("NEWSWATCH_HOME", Path.home() / ".newswatch")).expanduser()
 
 
-@dataclass
-class KafkaSettings:
+def _items(value: Any) -> Any:
+    """A list field's value from text: a JSON list, or comma-separated items."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [item.strip() for item in text.split(",") if item.strip()]
+    return value
+
+
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+Strings = Annotated[list[str], BeforeValidator(_items)]
+Paths = Annotated[list[UserPath], BeforeValidator(_items)]
+Ints = Annotated[list[int], BeforeValidator(_items)]
+
+
+class _Section(BaseModel):
+    """A table of settings: typed, documented fields; unknown keys are errors."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
+    )
+
+
+class KafkaSettings(_Section):
     """Where records flow: broker address and topic names."""
 
     bootstrap_servers: str = ""
@@ -87,7 +122,7 @@ class KafkaSettings:
     classified_topic: str = "newswatch.classified"
     """One partition: Taiwan-related articles with their classification, handed from the
     workers that classify to the one worker the group gives story clustering (kept 7 days)."""
-    partitions: int = 3
+    partitions: int = Field(3, ge=1)
     """Partitions of the articles topic (and upper bound on pipeline parallelism)."""
     replication_factor: int = 1
     """Replication factor of topics newswatch creates (3 on a production cluster)."""
@@ -100,11 +135,10 @@ class KafkaSettings:
     """Seconds a worker may take to finish a partition the group moves away from it."""
 
 
-@dataclass
-class BrokerSettings:
+class BrokerSettings(_Section):
     """The embedded single-node KRaft broker."""
 
-    data_dir: Path = field(default_factory=lambda: _home() / "kafka")
+    data_dir: UserPath = Field(default_factory=lambda: _home() / "kafka")
     """Log directory of the embedded broker (its topics and committed offsets)."""
     port: int = 19092
     """Client port on 127.0.0.1 (below Linux's ephemeral range, so no client socket holds it)."""
@@ -112,29 +146,28 @@ class BrokerSettings:
     """KRaft controller port on 127.0.0.1."""
     heap: str = "512m"
     """Java heap of the broker (-Xmx)."""
-    lib_dir: Path = PROJECT_ROOT / "deploy" / "kafka" / "lib"
+    lib_dir: UserPath = PROJECT_ROOT / "deploy" / "kafka" / "lib"
     """The broker jars, fetched by deploy/setup.sh."""
     start_timeout: float = 120.0
     """Seconds to wait for the broker to serve requests."""
 
 
-@dataclass
-class ConnectorSettings:
+class ConnectorSettings(_Section):
     """Sources that feed the articles topic."""
 
-    feeds: list[str] = field(default_factory=list)
+    feeds: Strings = Field(default_factory=list)
     """Feed URLs, or files listing one URL per line."""
-    files: list[Path] = field(default_factory=list)
+    files: Paths = Field(default_factory=list)
     """Directories of documents (.txt, .html, .json, .jsonl, .xml)."""
-    poll_interval: float = 300.0
+    poll_interval: float = Field(300.0, gt=0)
     """Seconds between polls of one feed."""
     watch_interval: float = 5.0
     """Seconds between scans of watched directories."""
-    state_dir: Path = field(default_factory=lambda: _home() / "state")
+    state_dir: UserPath = Field(default_factory=lambda: _home() / "state")
     """Connector checkpoints: validators, sent ids, feed health."""
     allow_private_addresses: bool = False
     """Allow feeds on loopback, private and link-local addresses (off: SSRF guard)."""
-    allowed_networks: list[str] = field(default_factory=list)
+    allowed_networks: Strings = Field(default_factory=list)
     """CIDR blocks allowed even while private addresses are refused, e.g. an intranet feed host."""
     max_feed_bytes: int = 20 * 1024 * 1024
     """Larger feed bodies are refused (a feed-health error)."""
@@ -154,15 +187,14 @@ class ConnectorSettings:
     """User-Agent header of feed requests."""
 
 
-@dataclass
-class ModelSettings:
+class ModelSettings(_Section):
     """The classifier."""
 
-    artifacts_dir: Path = PROJECT_ROOT / "models" / "artifacts"
+    artifacts_dir: UserPath = PROJECT_ROOT / "models" / "artifacts"
     """Trained model versions, one directory each, and LATEST."""
     version: str = "latest"
     """Artefact version to load; 'latest' is the newest under artifacts_dir."""
-    batch_size: int = 32
+    batch_size: int = Field(32, ge=1)
     """Articles per model batch."""
     max_batch_wait: float = 0.0
     """Seconds to buffer a batch across bundles; 0 batches within each bundle.
@@ -174,9 +206,9 @@ class ModelSettings:
     """Inference threads; 0 lets ONNX Runtime decide."""
     prefilter: bool = True
     """Skip the model for articles that name neither Taiwan, China nor a coercive measure."""
-    labelled_data: Path = PROJECT_ROOT.parent / "shared" / "data" / "labelled" / "dev.jsonl"
+    labelled_data: UserPath = PROJECT_ROOT.parent / "shared" / "data" / "labelled" / "dev.jsonl"
     """Labelled JSON-lines rows that `newswatch model eval` scores by default."""
-    labelled_sources: list[Path] = field(
+    labelled_sources: Paths = Field(
         default_factory=lambda: [
             PROJECT_ROOT.parent / "shared" / "data" / "labelled",
             PROJECT_ROOT / "data" / "labelled",
@@ -186,24 +218,22 @@ class ModelSettings:
     --rolling` read; rows published from 2024 on are left out of training."""
 
 
-@dataclass
-class RunnerSettings:
+class RunnerSettings(_Section):
     """The Beam runner that executes the pipeline."""
 
-    runner: str = "prism"
+    runner: Literal["prism", "dask"] = "prism"
     """prism (the streaming pipeline, local) or dask (bounded replays only, on a Dask cluster)."""
-    prism_location: Path = PROJECT_ROOT / ".tools" / "bin" / "prism"
+    prism_location: UserPath = PROJECT_ROOT / ".tools" / "bin" / "prism"
     """The Prism runner binary, built by deploy/setup.sh."""
     dask_scheduler: str = ""
     """Dask scheduler address for runner dask (tcp://HOST:8786); empty: start a local cluster."""
-    dask_workers: int = 2
+    dask_workers: int = Field(2, ge=1)
     """Worker processes of the local Dask cluster (runner dask without a scheduler address)."""
-    beam_args: list[str] = field(default_factory=list)
+    beam_args: Strings = Field(default_factory=list)
     """Extra Beam pipeline options passed through verbatim."""
 
 
-@dataclass
-class StorySettings:
+class StorySettings(_Section):
     """Online story clustering: which articles join one story, and when it is breaking."""
 
     enabled: bool = True
@@ -232,14 +262,13 @@ class StorySettings:
     """A story is breaking when this many distinct outlets cover it within `breaking_hours`."""
     breaking_hours: float = 6.0
     """The window, in hours of event time, of the breaking rule."""
-    outlet_steps: list[int] = field(default_factory=lambda: [3, 5, 10, 20, 50])
+    outlet_steps: Ints = Field(default_factory=lambda: [3, 5, 10, 20, 50])
     """Numbers of outlets at which an escalated story raises an update."""
     max_evidence: int = 5
     """Evidence sentences kept per story."""
 
 
-@dataclass
-class WebhookSettings:
+class WebhookSettings(_Section):
     """A route's HTTP sink: one POST per notification."""
 
     url: str = ""
@@ -254,8 +283,7 @@ class WebhookSettings:
     """Seconds one request may take (connect and response)."""
 
 
-@dataclass
-class EmailSettings:
+class EmailSettings(_Section):
     """A route's SMTP sink: one multipart (plain text and HTML) message per notification."""
 
     host: str = ""
@@ -274,7 +302,7 @@ class EmailSettings:
     """File holding the SMTP password (surrounding whitespace is ignored)."""
     sender: str = "newswatch@localhost"
     """From address."""
-    to: list[str] = field(default_factory=list)
+    to: Strings = Field(default_factory=list)
     """Recipient addresses."""
     subject_prefix: str = "[newswatch]"
     """Put before every subject line."""
@@ -282,26 +310,23 @@ class EmailSettings:
     """Seconds one SMTP conversation may take."""
 
 
-@dataclass
-class CommandSettings:
+class CommandSettings(_Section):
     """A route's command sink: the notification JSON on the standard input of a program."""
 
-    argv: list[str] = field(default_factory=list)
+    argv: Strings = Field(default_factory=list)
     """Program and arguments, run without a shell; exit 0 delivers, 75 retries, others fail."""
     timeout: float = 60.0
     """Seconds the program may run; longer runs are killed and retried."""
 
 
-@dataclass
-class FileSettings:
+class FileSettings(_Section):
     """A route's file sink: one JSON line per notification, appended and synced."""
 
     path: str = ""
     """File to append to (created if missing)."""
 
 
-@dataclass
-class RouteSettings:
+class RouteSettings(_Section):
     """Which story alerts go to one sink, and how often.
 
     Exactly one sink is set: ``webhook.url``, ``email.host``, ``command.argv`` or
@@ -312,7 +337,7 @@ class RouteSettings:
     """Name in logs and dead letters; defaults to the sink kind and the route's position."""
     min_severity: int = 0
     """Deliver only stories at least this severe (0-4)."""
-    signals: list[str] = field(default_factory=list)
+    signals: Strings = Field(default_factory=list)
     """Deliver only stories carrying at least one of these signal types; empty: any."""
     group_wait: float = 30.0
     """Seconds the first alert of a story is held so that quick follow-ups fold into it."""
@@ -320,26 +345,25 @@ class RouteSettings:
     """Least seconds between two notifications of the same story."""
     repeat_interval: float = 4 * 3600.0
     """Seconds during which a story state identical to the one last sent is not sent again."""
-    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     """The HTTP sink."""
-    email: EmailSettings = field(default_factory=EmailSettings)
+    email: EmailSettings = Field(default_factory=EmailSettings)
     """The SMTP sink."""
-    command: CommandSettings = field(default_factory=CommandSettings)
+    command: CommandSettings = Field(default_factory=CommandSettings)
     """The command sink."""
-    file: FileSettings = field(default_factory=FileSettings)
+    file: FileSettings = Field(default_factory=FileSettings)
     """The file sink."""
 
 
-@dataclass
-class NotifySettings:
+class NotifySettings(_Section):
     """Delivery of story alerts to people: routes and sinks."""
 
-    routes: list[RouteSettings] = field(default_factory=list)
+    routes: list[RouteSettings] = Field(default_factory=list)
     """Routes, as ``[[notify.routes]]`` tables of the config file."""
     webhook: str = ""
     """Also deliver to this webhook URL, on a route with default timing (signed with the
     secret in $NEWSWATCH_WEBHOOK_SECRET when that is set)."""
-    follow: list[str] = field(default_factory=lambda: ["stories"])
+    follow: Strings = Field(default_factory=lambda: ["stories"])
     """Alerts to deliver: 'stories' (story alerts), 'articles' (article alerts), or both."""
     group_id: str = "newswatch-notify"
     """Consumer group of the notifier; offsets are committed after delivery or dead letter."""
@@ -349,15 +373,14 @@ class NotifySettings:
     """Longest wait, in seconds, between two attempts (unless Retry-After asks for longer)."""
 
 
-@dataclass
-class ServeSettings:
+class ServeSettings(_Section):
     """The web page and the metrics endpoint."""
 
     host: str = "127.0.0.1"
     """Address `newswatch serve` binds to; any non-loopback address needs credentials."""
     port: int = 8080
     """TCP port of the web page."""
-    reports_dir: Path = field(default_factory=lambda: _home() / "reports")
+    reports_dir: UserPath = Field(default_factory=lambda: _home() / "reports")
     """Backtest reports (`newswatch replay --report DIR` with DIR under it) listed on the page."""
     refresh: float = 5.0
     """Seconds between broker and lag checks, feed-health reads and live-stream keep-alives."""
@@ -375,27 +398,49 @@ class ServeSettings:
     """Port of the worker's /metrics, /healthz and /readyz (run, pipeline); 0 turns it off."""
     metrics_host: str = "127.0.0.1"
     """Address of the worker's metrics endpoint; non-loopback needs credentials as for serve."""
-    token: str = field(default="", repr=False)
+    token: str = Field(default="", repr=False)
     """Bearer token (or basic-auth password) required by the page: NEWSWATCH_SERVE_TOKEN only."""
-    user: str = field(default="", repr=False)
+    user: str = Field(default="", repr=False)
     """Basic-auth user name, with ``password``: NEWSWATCH_SERVE_USER."""
-    password: str = field(default="", repr=False)
+    password: str = Field(default="", repr=False)
     """Basic-auth password, with ``user``: NEWSWATCH_SERVE_PASSWORD."""
 
 
-@dataclass
-class Settings:
-    """All settings of one newswatch process."""
+class Settings(BaseSettings):
+    """All settings of one newswatch process.
 
-    home: Path = field(default_factory=_home)
-    kafka: KafkaSettings = field(default_factory=KafkaSettings)
-    broker: BrokerSettings = field(default_factory=BrokerSettings)
-    connectors: ConnectorSettings = field(default_factory=ConnectorSettings)
-    model: ModelSettings = field(default_factory=ModelSettings)
-    runner: RunnerSettings = field(default_factory=RunnerSettings)
-    stories: StorySettings = field(default_factory=StorySettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)
-    serve: ServeSettings = field(default_factory=ServeSettings)
+    ``Settings()`` is the built-in defaults; `load_settings` layers the config
+    file, the environment and the flags over them.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="NEWSWATCH_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        enable_decoding=False,
+        extra="forbid",
+        validate_assignment=True,
+        use_attribute_docstrings=True,
+    )
+
+    home: UserPath = Field(default_factory=_home)
+    """State directory: the embedded broker's data, connector checkpoints, reports."""
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    """Broker address and topic names."""
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    """The embedded broker."""
+    connectors: ConnectorSettings = Field(default_factory=ConnectorSettings)
+    """Feeds and watched directories."""
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    """The classifier."""
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    """The Beam runner."""
+    stories: StorySettings = Field(default_factory=StorySettings)
+    """Story clustering and story alerts."""
+    notify: NotifySettings = Field(default_factory=NotifySettings)
+    """Notification routes and sinks."""
+    serve: ServeSettings = Field(default_factory=ServeSettings)
+    """The web page and the metrics endpoint."""
 
     @property
     def embedded_broker(self) -> bool:
@@ -407,80 +452,56 @@ class Settings:
         """The broker address clients should use."""
         return self.kafka.bootstrap_servers or f"127.0.0.1:{self.broker.port}"
 
-
-_SECTIONS = ("kafka", "broker", "connectors", "model", "runner", "stories", "notify", "serve")
-
-
-def _coerce(value: Any, annotation: Any, where: str) -> Any:
-    """Convert a config/env/flag value to the field's declared type."""
-    origin = typing.get_origin(annotation)
-    try:
-        if annotation is bool:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(f"not a boolean: {value!r}")
-        if annotation is int:
-            return int(value)
-        if annotation is float:
-            return float(value)
-        if annotation is Path:
-            return Path(value).expanduser()
-        if dataclasses.is_dataclass(annotation):
-            # A nested table, e.g. one of the [[notify.routes]] or its sink.
-            if not isinstance(value, Mapping):
-                raise ValueError(f"expected a table, not {value!r}")
-            table = annotation()
-            _apply(table, value, where)
-            return table
-        if origin is list:
-            (item,) = typing.get_args(annotation)
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return [_coerce(v, item, where) for v in items if str(v).strip()]
-        return str(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest priority first: keyword arguments, then what `load_settings` layers.
+        return (init_settings, *_LAYERS.get())
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+#: The sources `load_settings` puts under the keyword arguments (flags, environment, file).
+_LAYERS: ContextVar[tuple[PydanticBaseSettingsSource, ...]] = ContextVar("layers", default=())
+
+#: Paths that follow ``home`` unless set themselves: (section, field, name under home).
+_UNDER_HOME = (
+    ("broker", "data_dir", "kafka"),
+    ("connectors", "state_dir", "state"),
+    ("serve", "reports_dir", "reports"),
+)
 
 
-def _apply(section_obj: Any, values: Mapping[str, Any], where: str) -> None:
-    hints = _hints(type(section_obj))
-    for key, value in values.items():
-        if key not in hints:
-            raise ConfigError(f"{where}: unknown option {key!r}")
-        setattr(section_obj, key, _coerce(value, hints[key], f"{where}.{key}"))
+class _Environment(EnvSettingsSource):
+    """``NEWSWATCH_<SECTION>_<FIELD>`` variables of a mapping (the process's by default)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
 
 
-def _section_class(section: str) -> type:
-    return typing.get_type_hints(Settings)[section]
+def settings_sections(cls: type[BaseModel] = Settings) -> Iterator[type[BaseModel]]:
+    """Every settings model reachable from ``cls``: the sections and their tables."""
+    for info in cls.model_fields.values():
+        for kind in (info.annotation, *typing.get_args(info.annotation)):
+            if isinstance(kind, type) and issubclass(kind, _Section):
+                yield kind
+                yield from settings_sections(kind)
 
 
-@functools.cache
-def field_docs(cls: type) -> dict[str, str]:
-    """The attribute docstrings of a settings class: the string literal under each field."""
-    try:
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    except (OSError, TypeError, SyntaxError):  # no source at hand (a frozen build)
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    docs = {}
-    for node, after in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(after, ast.Expr)
-            and isinstance(after.value, ast.Constant)
-            and isinstance(after.value.value, str)
-        ):
-            docs[node.target.id] = inspect.cleandoc(after.value.value)
-    return docs
+def field_help(cls: type[BaseModel], name: str) -> str:
+    """The first paragraph of a field's docstring, on one line."""
+    doc = cls.model_fields[name].description or ""
+    return " ".join(doc.split("\n\n")[0].split())
 
 
 def env_name(section: str, name: str) -> str:
@@ -508,6 +529,8 @@ def _metavar(name: str, annotation: Any) -> str:
         return _METAVARS[name]
     if typing.get_origin(annotation) is list:
         (annotation,) = typing.get_args(annotation)
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
     if name.endswith("_topic"):
         return "TOPIC"
     if annotation is Path or name.endswith(("_file", "_jar", "_dir", "_location")):
@@ -544,23 +567,21 @@ def add_flags(
 ) -> None:
     """Expose settings fields as ``--field-name`` flags on a subcommand parser.
 
-    Each flag's help is the field's attribute docstring (its first paragraph),
-    then its default and its environment variable. ``prefix`` goes before the
-    flag name, e.g. ``prefix="notify-"`` gives ``--notify-webhook``.
+    Each flag's help is the field's docstring (its first paragraph), then its
+    default and its environment variable. ``prefix`` goes before the flag name,
+    e.g. ``prefix="notify-"`` gives ``--notify-webhook``.
     """
-    cls = _section_class(section)
-    hints = _hints(cls)
-    docs = field_docs(cls)
+    cls = Settings.model_fields[section].annotation
     defaults = cls()
     for name in names:
+        info = cls.model_fields[name]
         flag = f"--{prefix}{name.replace('_', '-')}"
-        annotation = hints[name]
-        doc = " ".join(docs.get(name, "").split("\n\n")[0].split())
         help_text = (
-            f"{doc} (default: {_shown(getattr(defaults, name))}; env {env_name(section, name)})"
+            f"{field_help(cls, name)} (default: {_shown(getattr(defaults, name))}; "
+            f"env {env_name(section, name)})"
         ).replace("%", "%%")
         dest = f"{section}__{name}"
-        if annotation is bool:
+        if info.annotation is bool:
             parser.add_argument(
                 flag,
                 dest=dest,
@@ -568,18 +589,22 @@ def add_flags(
                 default=None,
                 help=help_text,
             )
-        elif typing.get_origin(annotation) is list:
+        elif typing.get_origin(info.annotation) is list:
             parser.add_argument(
                 flag,
                 dest=dest,
                 nargs="+",
                 default=None,
-                metavar=_metavar(name, annotation),
+                metavar=_metavar(name, info.annotation),
                 help=help_text,
             )
         else:
             parser.add_argument(
-                flag, dest=dest, default=None, metavar=_metavar(name, annotation), help=help_text
+                flag,
+                dest=dest,
+                default=None,
+                metavar=_metavar(name, info.annotation),
+                help=help_text,
             )
 
 
@@ -610,66 +635,79 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    for section, values in data.items():
+        if (
+            section == "home"
+            or section not in Settings.model_fields
+            or not isinstance(values, dict)
+        ):
+            raise ConfigError(f"{path}: unknown section [{section}]")
+    return data
+
+
+def _flags(args: argparse.Namespace | None) -> dict[str, dict[str, Any]]:
+    flags: dict[str, dict[str, Any]] = {}
+    for dest, value in vars(args or argparse.Namespace()).items():
+        if "__" in dest and value is not None:
+            section, name = dest.split("__", 1)
+            flags.setdefault(section, {})[name] = value
+    return flags
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    """One validation error as a line: where, and what is wrong (never the value)."""
+    loc = [str(part) for part in error["loc"]]
+    if error["type"] == "extra_forbidden":
+        where = ".".join(loc[:-1]) or "settings"
+        return f"{where}: unknown option {loc[-1]!r}"
+    message = error["msg"]
+    if error["type"] == "value_error" and error.get("ctx", {}).get("error"):
+        message = str(error["ctx"]["error"])
+    message = message[:1].lower() + message[1:]
+    if len(loc) == 2 and loc[0] in Settings.model_fields:
+        section, name = loc
+        flag = f"--{name.replace('_', '-')}"
+        return f"{flag} (env {env_name(section, name)}, config [{section}] {name}): {message}"
+    return f"{'.'.join(loc)}: {message}"
+
+
 def load_settings(
     args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None
 ) -> Settings:
     """Build `Settings` from defaults, config file, environment and parsed flags."""
     env = os.environ if env is None else env
+    config_path = getattr(args, "config", None) or env.get("NEWSWATCH_CONFIG")
+    file = _config_file(Path(config_path).expanduser()) if config_path else {}
     home = getattr(args, "home", None) or env.get("NEWSWATCH_HOME")
-    settings = Settings()
+    init: dict[str, Any] = _flags(args)
     if home:
         home = Path(home).expanduser()
-        settings = Settings(home=home)
-        settings.broker.data_dir = home / "kafka"
-        settings.connectors.state_dir = home / "state"
-
-    config_path = getattr(args, "config", None) or env.get("NEWSWATCH_CONFIG")
-    if config_path:
-        path = Path(config_path).expanduser()
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file not found: {path}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-        for section, values in data.items():
-            if section not in _SECTIONS or not isinstance(values, dict):
-                raise ConfigError(f"{path}: unknown section [{section}]")
-            _apply(getattr(settings, section), values, f"{path} [{section}]")
-
-    for section in _SECTIONS:
-        obj = getattr(settings, section)
-        prefix = f"NEWSWATCH_{section.upper()}_"
-        values = {
-            k[len(prefix) :].lower(): v
-            for k, v in env.items()
-            if k.startswith(prefix) and k[len(prefix) :].lower() in _hints(type(obj))
-        }
-        _apply(obj, values, f"environment {prefix}*")
-
-    if args is not None:
-        for dest, value in vars(args).items():
-            if "__" not in dest or value is None:
-                continue
-            section, name = dest.split("__", 1)
-            _apply(getattr(settings, section), {name: value}, f"--{name.replace('_', '-')}")
-    _validate(settings)
-    return settings
+        init["home"] = home
+        under = {section: {name: home / sub} for section, name, sub in _UNDER_HOME}
+        layers = (InitSettingsSource(Settings, under),)
+    else:
+        layers = ()
+    sources = (
+        _Environment(Settings, env),
+        InitSettingsSource(Settings, file),
+        *layers,
+    )
+    token = _LAYERS.set(sources)
+    try:
+        return Settings(**init)
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problem(e) for e in exc.errors())) from None
+    finally:
+        _LAYERS.reset(token)
 
 
-def _validate(settings: Settings) -> None:
-    if settings.kafka.partitions < 1:
-        raise ConfigError("--partitions must be at least 1")
-    if settings.runner.runner not in ("prism", "dask"):
-        raise ConfigError(f"--runner must be 'prism' or 'dask', not {settings.runner.runner!r}")
-    if settings.runner.dask_workers < 1:
-        raise ConfigError("--dask-workers must be at least 1")
-    if settings.connectors.poll_interval <= 0:
-        raise ConfigError("--poll-interval must be positive")
-    if settings.model.batch_size < 1:
-        raise ConfigError("--batch-size must be at least 1")
-
-
-def replace(obj: Any, **changes: Any) -> Any:
-    """`dataclasses.replace`, re-exported for callers that tweak settings in tests."""
-    return dataclasses.replace(obj, **changes)
+def replace(obj: BaseModel, **changes: Any) -> Any:
+    """A copy of a settings section (or of `Settings`) with some fields changed."""
+    return obj.model_copy(update=changes)

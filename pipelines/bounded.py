@@ -27,29 +27,30 @@ get one final value each; there is no pace (``--speed``) and no topic.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from newswatch.config import Settings
+from models.handler import EscalationModelHandler
+from newswatch.config import Settings, replace
 from newswatch.errors import ConfigError
 from newswatch.schemas import DeadLetter, IndexPoint
+from pipelines import backtest
 from pipelines.archive import ReplayItem, SourceStats, iter_sources
+from pipelines.daskrunner import BoundedDaskRunner, local_cluster
 from pipelines.index import EscalationIndex, IndexSpec
 from pipelines.kafkaio import KafkaRecord, OutboundMessage
+from pipelines.replay import ReplayOptions, ReplayResult
+from pipelines.replay_publisher import SentArticle
 from pipelines.stories import AssignStories
 from pipelines.transforms import ClassifyArticles, DecodeArticles, RouteOutcomesFn
-
-if TYPE_CHECKING:
-    from pipelines.replay import ReplayOptions, ReplayResult
 
 __all__ = ["SINK", "build_bounded", "local_threads", "partitions", "replay_bounded"]
 
@@ -136,11 +137,6 @@ def replay_bounded(
         model_handler: The Beam model handler (default: the escalation model).
         index: The escalation index to compute, if any.
     """
-    from pipelines import backtest
-    from pipelines.daskrunner import BoundedDaskRunner, local_cluster
-    from pipelines.replay import ReplayResult
-    from pipelines.replay_publisher import SentArticle
-
     if options.speed is not None:
         raise ConfigError("--speed needs the streaming runner (prism); --runner dask has no pace")
     if options.keep_topics:
@@ -168,14 +164,12 @@ def replay_bounded(
     workers = runner.dask_workers
     model = settings.model
     if not runner.dask_scheduler and model.threads == 0:
-        model = dataclasses.replace(model, threads=local_threads(workers))
+        model = replace(model, threads=local_threads(workers))
     # A bounded job has no stragglers to wait for: batches fill from the input.
-    model = dataclasses.replace(model, max_batch_wait=0.0)
+    model = replace(model, max_batch_wait=0.0)
     if model_handler is None:
-        from models.handler import EscalationModelHandler
-
         model_handler = EscalationModelHandler(model)
-    settings = dataclasses.replace(settings, model=model)
+    settings = replace(settings, model=model)
 
     pipeline_began = time.monotonic()
     sent_at = time.time()

@@ -19,7 +19,7 @@ from typing import Any
 from kafka import TopicPartition
 from kafka import errors as kafka_errors
 
-from newswatch.config import Settings
+from newswatch.config import Settings, replace
 from newswatch.errors import ConfigError
 from newswatch.topics import (
     MAX_MESSAGE_BYTES,
@@ -51,7 +51,7 @@ def replay_settings(settings: Settings, run_id: str) -> Settings:
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,80}", run_id):
         raise ConfigError(f"replay run id {run_id!r}: use letters, digits, '-' and '_' only")
     prefix = f"{REPLAY_PREFIX}{run_id}."
-    kafka = dataclasses.replace(
+    kafka = replace(
         settings.kafka,
         articles_topic=prefix + "articles",
         alerts_topic=prefix + "alerts",
@@ -71,7 +71,7 @@ def replay_settings(settings: Settings, run_id: str) -> Settings:
     ours = _topics(kafka, prefix + "index")
     if live & set(ours) or not all(t.startswith(REPLAY_PREFIX) for t in ours):
         raise ConfigError(f"replay topics {ours} would overlap the live topics {sorted(live)}")
-    return dataclasses.replace(settings, kafka=kafka)
+    return replace(settings, kafka=kafka)
 
 
 def _topics(kafka: Any, index_topic: str) -> list[str]:

@@ -61,5 +61,6 @@ def test_a_bad_option_is_one_clear_line_and_exit_code_2(settings):
     bad = newswatch("run", "--until-idle", "--partitions=0", settings=settings)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1] == (
-        "newswatch: error: --partitions must be at least 1"
+        "newswatch: error: --partitions (env NEWSWATCH_KAFKA_PARTITIONS, config [kafka]"
+        " partitions): input should be greater than or equal to 1"
     )

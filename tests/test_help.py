@@ -8,8 +8,6 @@ every settings section needs a docstring.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
 from collections.abc import Iterator
 
 import pytest
@@ -56,20 +54,10 @@ def test_a_settings_flag_reads_as_description_default_and_variable():
     )
 
 
-def settings_classes(cls: type = config.Settings) -> Iterator[type]:
-    """Every settings dataclass reachable from `Settings`: sections and their tables."""
-    for hint in typing.get_type_hints(cls).values():
-        for kind in (hint, *typing.get_args(hint)):
-            if dataclasses.is_dataclass(kind):
-                yield kind
-                yield from settings_classes(kind)
-
-
-SECTIONS = sorted(set(settings_classes()), key=lambda cls: cls.__name__)
+SECTIONS = sorted({config.Settings, *config.settings_sections()}, key=lambda cls: cls.__name__)
 
 
 @pytest.mark.parametrize("section", SECTIONS, ids=lambda cls: cls.__name__)
 def test_every_settings_field_has_a_docstring(section):
-    docs = config.field_docs(section)
-    missing = [f.name for f in dataclasses.fields(section) if not docs.get(f.name)]
+    missing = [name for name in section.model_fields if not config.field_help(section, name)]
     assert missing == [], f"{section.__name__} fields without a docstring: {missing}"

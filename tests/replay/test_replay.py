@@ -8,7 +8,6 @@ have no dates at all. One replay per module serves most tests.
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
 import shutil
@@ -229,7 +228,7 @@ def test_paced_replay_streams_through_the_running_pipeline_and_cleans_up(
     span = capture_time(max(cnn.glob("*.xml"))) - capture_time(min(cnn.glob("*.xml")))
     speed = span.total_seconds() / 4  # the two snapshots four seconds apart
     result = replay(
-        dataclasses.replace(live_settings),
+        replace(live_settings),
         ReplayOptions(sources=(cnn,), speed=speed, progress_interval=30),
     )
     cnn_ids = {i for i, s in sightings().items() if s[0][1].parent == cnn}
