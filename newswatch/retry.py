@@ -32,19 +32,24 @@ def retry_kafka(
     seconds: float | None = 300.0,
     final: tuple[type[BaseException], ...] = (),
     retry_on: tuple[type[BaseException], ...] = (kafka_errors.KafkaError,),
+    max_wait: float = 10.0,
+    level: int = logging.WARNING,
 ) -> T:
-    """``attempt()``, retried on ``retry_on`` errors (not ``final`` ones) for ``seconds``."""
+    """``attempt()``, retried on ``retry_on`` errors (not ``final`` ones) for ``seconds``.
+
+    Waits grow from 0.5 s to ``max_wait``; each retry is logged at ``level``.
+    """
 
     def log(state: tenacity.RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        logger.warning("%s failed (%s); retrying in %.1f s", what, error, wait)
+        logger.log(level, "%s failed (%s); retrying in %.1f s", what, error, wait)
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(
             lambda exc: isinstance(exc, retry_on) and not isinstance(exc, final)
         ),
-        wait=tenacity.wait_exponential(multiplier=0.5, min=0.5, max=10.0),
+        wait=tenacity.wait_exponential(multiplier=0.5, min=0.5, max=max_wait),
         stop=tenacity.stop_never if seconds is None else tenacity.stop_after_delay(seconds),
         before_sleep=log,
         reraise=True,

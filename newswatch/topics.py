@@ -29,6 +29,7 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from newswatch.config import Settings
 from newswatch.errors import BrokerError
+from newswatch.retry import retry_kafka
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
@@ -125,20 +126,21 @@ def ensure_topics(
     """
     specs = list(topic_specs(settings) if specs is None else specs)
     servers = settings.bootstrap_servers
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            _create_missing(servers, specs, settings.kafka.replication_factor)
-            return
-        except _NOT_READY as exc:
-            if time.monotonic() >= deadline:
-                raise BrokerError(
-                    f"cannot create topics on {servers} within {timeout:.0f} s: {exc}"
-                ) from exc
-            logger.debug("broker %s not ready for topic admin yet: %s", servers, exc)
-            time.sleep(0.5)
-        except kafka_errors.KafkaError as exc:
-            raise BrokerError(f"cannot create topics on {servers}: {exc}") from exc
+    try:
+        retry_kafka(
+            f"topic admin on {servers}",
+            lambda: _create_missing(servers, specs, settings.kafka.replication_factor),
+            seconds=timeout,
+            retry_on=_NOT_READY,
+            max_wait=0.5,
+            level=logging.DEBUG,
+        )
+    except _NOT_READY as exc:
+        raise BrokerError(
+            f"cannot create topics on {servers} within {timeout:.0f} s: {exc}"
+        ) from exc
+    except kafka_errors.KafkaError as exc:
+        raise BrokerError(f"cannot create topics on {servers}: {exc}") from exc
 
 
 def _create_missing(servers: str, specs: list[TopicSpec], replication_factor: int) -> None:
