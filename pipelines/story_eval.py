@@ -23,7 +23,7 @@ from typing import Any
 
 from newswatch.config import StorySettings
 from newswatch.schemas import Article, Classification
-from pipelines.stories import StoryBook, Vectorizer
+from pipelines.storybook import StoryBook, Vectorizer
 
 __all__ = [
     "BCubed",

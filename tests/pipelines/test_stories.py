@@ -15,7 +15,6 @@ import pytest
 
 from newswatch.config import PROJECT_ROOT, StorySettings
 from newswatch.schemas import Story, StoryAlert
-from pipelines.stories import StoryBook, story_id
 from pipelines.story_eval import (
     _article,
     _classification,
@@ -24,6 +23,7 @@ from pipelines.story_eval import (
     load_story_labels,
     trivial_groupings,
 )
+from pipelines.storybook import IDF_FILE, StoryBook, Vectorizer, story_id
 
 LABELLED = PROJECT_ROOT.parent / "shared" / "data" / "labelled"
 
@@ -173,8 +173,6 @@ def test_story_records_round_trip_through_json(labelled):
 
 
 def test_the_shipped_idf_table_is_read(tmp_path: Path):
-    from pipelines.stories import IDF_FILE, Vectorizer
-
     assert IDF_FILE.is_file()
     weights = Vectorizer(StorySettings()).weights("Taiwan drills", "")
     assert weights["drill"] > 0 and weights["taiwan"] > 0
