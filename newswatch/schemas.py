@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -102,8 +105,26 @@ def story_alert_id(story: str, update: int) -> str:
     return hashlib.sha256(f"{story}|{update}".encode()).hexdigest()[:16]
 
 
+_JSON_TYPES = (str, int, float, bool, list, dict, type(None))
+
+
+@functools.cache
+def _json_types(cls: type) -> dict[str, tuple[type, ...]]:
+    """The JSON types each plain field of a record accepts (records nested in it
+    check their own fields when they are built)."""
+    hints = typing.get_type_hints(cls)
+    accepted = {}
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        kinds = [typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,))]
+        if all(kind in _JSON_TYPES for kind in kinds):
+            accepted[f.name] = (*kinds, int) if float in kinds else tuple(kinds)
+    return accepted
+
+
 class _Record:
-    """JSON (de)serialisation shared by all records."""
+    """JSON (de)serialisation shared by all records; `from_dict` checks each field's type."""
 
     _required: ClassVar[tuple[str, ...]] = ()
 
@@ -123,6 +144,17 @@ class _Record:
         missing = [name for name in cls._required if data.get(name) in (None, "")]
         if missing:
             raise SchemaError(f"{cls.__name__}: missing required field(s) {', '.join(missing)}")
+        accepted = _json_types(cls)
+        for name, value in data.items():
+            kinds = accepted.get(name)
+            if kinds is None:
+                continue
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                named = [k for k in kinds if not (k is int and float in kinds)]
+                wanted = " or ".join("null" if k is type(None) else k.__name__ for k in named)
+                raise SchemaError(
+                    f"{cls.__name__}: {name} must be {wanted}, not {type(value).__name__}"
+                )
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         try:
             return cls(**{k: v for k, v in data.items() if k in names})

@@ -240,7 +240,7 @@ def test_unreadable_records_become_dead_letters_and_delivery_goes_on(notify):
     assert garbage.origin == f"{notify.kafka.story_alerts_topic}/0@0"
     assert garbage.payload == b"\xff not json"
     assert odd.origin == f"{notify.kafka.story_alerts_topic}/0@1"
-    assert "severity must be an integer, not 'high'" in odd.message
+    assert odd.message == "Story: severity must be int, not str"
 
 
 def test_slack_format_is_a_text_message_with_the_headline_and_link(notify):
