@@ -8,7 +8,8 @@ inner cross-validation that calibrates the escalation score and sets the
 decision thresholds. `fit` runs a recipe on feature rows and returns `Heads`
 that decide on new feature rows with `models.classifier.decide`, exactly as
 the served network does; `models.rolling` scores recipes on rolling-origin folds
-and `models.train` exports the chosen one. Training-time only (imports torch).
+and `models.train` exports the chosen one. Training-time only (imports torch and
+scikit-learn).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
 
 from models.classifier import decide, escalation_logit, probabilities
 from models.features import MEASURE_SIGNAL, measure_in_taiwan_columns, n_lexical
@@ -179,9 +182,11 @@ def _fit_linear(
 ) -> tuple[np.ndarray, np.ndarray]:
     """L2-regularised weighted logistic regressions, one per output column, jointly.
 
-    Minimises ``c * sum(w * logloss) + |W - prior|^2 / 2`` per column (with a zero
-    prior, scikit-learn's ``LogisticRegression(C=c)`` with sample weights) by
-    L-BFGS. A column without weights is a constant at its base rate.
+    Minimises ``c * sum(w * logloss) + |W - prior|^2 / 2`` per column by L-BFGS.
+    With a zero prior this is scikit-learn's ``LogisticRegression(C=c)`` with
+    sample weights; it is fitted here because the penalty pulls the weights
+    towards a non-zero ``prior`` (`_prior`), which scikit-learn's penalty (towards
+    zero) cannot express. A column without weights is a constant at its base rate.
     """
     import torch
 
@@ -259,21 +264,19 @@ def _prior(width: int, recipe: Recipe) -> np.ndarray:
     return prior
 
 
-def _platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
-    """Fit ``sigmoid(a * logit + b)`` to the labels by Newton's method (log loss)."""
-    a, b = 1.0, 0.0
-    for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(a * logits + b)))
-        w = p * (1 - p)
-        grad = np.array([((p - labels) * logits).sum() + l2 * (a - 1), (p - labels).sum()])
-        hess = np.array(
-            [[(w * logits * logits).sum() + l2, (w * logits).sum()], [(w * logits).sum(), w.sum()]]
-        )
-        step = np.linalg.solve(hess + 1e-9 * np.eye(2), grad)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-8:
-            break
-    return float(a), float(b)
+def _platt(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: ``sigmoid(a * logit + b)`` fitted to the labels (log loss).
+
+    A logistic regression on the one logit feature, by Newton steps; the L2 of
+    ``C=1e3`` is negligible next to the rows' log loss and keeps ``a`` finite
+    should the scores separate the classes. Labels of one class: ``(1, 0)``.
+    """
+    y = labels > 0.5
+    if y.all() or not y.any():
+        return 1.0, 0.0
+    model = LogisticRegression(C=1e3, solver="newton-cholesky", tol=1e-10)
+    model.fit(logits.reshape(-1, 1), y)
+    return float(model.coef_[0, 0]), float(model.intercept_[0])
 
 
 def _best_threshold(
@@ -286,9 +289,8 @@ def _best_threshold(
 
 
 def _f1(gold: np.ndarray, pred: np.ndarray) -> float:
-    tp = float((gold & pred).sum())
-    denominator = float(gold.sum() + pred.sum())
-    return 2 * tp / denominator if denominator else 1.0
+    """F1 of boolean decisions; 1.0 when there are neither gold nor predicted positives."""
+    return float(f1_score(gold, pred, zero_division=1.0))
 
 
 def tune(oof: np.ndarray, targets: Mapping[str, np.ndarray]) -> dict[str, Any]:
