@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import bootstrap
 
 from models.labels import SIGNALS
 from models.text import join_title
@@ -245,28 +246,43 @@ def bootstrap_intervals(
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Percentile bootstrap intervals of `INTERVAL_METRICS` for each system.
 
-    The rows are resampled with replacement, the same resamples for every
-    system, so besides each system's own intervals the result holds, under
-    ``"<first> - <other>"``, the interval of the paired difference between the
-    first system and each other one: a difference whose interval excludes 0 is
-    more than the luck of which rows were labelled. Deterministic for a seed.
+    The rows are resampled with replacement (`scipy.stats.bootstrap`), the same
+    resamples for every system, so besides each system's own intervals the result
+    holds, under ``"<first> - <other>"``, the interval of the paired difference
+    between the first system and each other one: a difference whose interval
+    excludes 0 is more than the luck of which rows were labelled. Deterministic
+    for a seed.
     """
     if not rows:
         raise ValueError("no rows to resample")
-    samples = np.random.default_rng(seed).integers(0, len(rows), size=(resamples, len(rows)))
-    tail = 100 * (1 - level) / 2
+    first, *others = systems
+    keys = [(name, metric) for name in systems for metric in INTERVAL_METRICS]
+    keys += [(f"{first} - {other}", metric) for other in others for metric in INTERVAL_METRICS]
 
-    def interval(values: np.ndarray) -> tuple[float, float]:
-        low, high = np.percentile(values, [tail, 100 - tail])
-        return round(float(low), 4), round(float(high), 4)
+    def statistic(index: np.ndarray, axis: int = -1) -> np.ndarray:
+        # One value per key and resample; ``index`` holds each resample's row numbers.
+        samples = np.atleast_2d(index)
+        metrics = {name: resampled_metrics(rows, p, samples) for name, p in systems.items()}
+        for other in others:
+            metrics[f"{first} - {other}"] = {
+                k: metrics[first][k] - metrics[other][k] for k in INTERVAL_METRICS
+            }
+        values = np.array([metrics[name][metric] for name, metric in keys])
+        return values if index.ndim > 1 else values[:, 0]
 
-    metrics = {name: resampled_metrics(rows, p, samples) for name, p in systems.items()}
-    out = {name: {k: interval(m[k]) for k in INTERVAL_METRICS} for name, m in metrics.items()}
-    first, *others = metrics
-    for other in others:
-        out[f"{first} - {other}"] = {
-            k: interval(metrics[first][k] - metrics[other][k]) for k in INTERVAL_METRICS
-        }
+    result = bootstrap(
+        (np.arange(len(rows)),),
+        statistic,
+        n_resamples=resamples,
+        vectorized=True,
+        confidence_level=level,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for (name, metric), a, b in zip(keys, low, high, strict=True):
+        out.setdefault(name, {})[metric] = (round(float(a), 4), round(float(b), 4))
     return out
 
 
