@@ -4,9 +4,9 @@ The network sees these next to the encoder's pooled states; serving computes
 them per window with the same function as training. Two sets exist, named in
 each artefact's ``meta.json`` (``lexical``):
 
-- ``v2``: the keyword baseline's CAMEO-style dictionaries (`models.baseline`):
-  per signal type, whether an event word occurs at all and whether it occurs
-  in a sentence that names a Taiwan actor.
+- ``v2``: the CAMEO-style dictionaries the keyword baseline codes with
+  (`models.lexicon`): per signal type, whether an event word occurs at all and
+  whether it occurs in a sentence that names a Taiwan actor.
 - ``v3``: ``v2`` plus families of coercive *measures* named without their
   target (travel advisories, suspended exchanges or flights, sanctions and
   entity lists, trade curbs, summoned or recalled envoys, official threats),
@@ -27,8 +27,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.baseline import ACTORS, EVENTS
 from models.labels import SIGNALS
+from models.lexicon import ACTORS, EVENTS, words
 
 __all__ = [
     "LEXICAL_SETS",
@@ -44,12 +44,8 @@ __all__ = [
 N_LEXICAL = 3 + 2 * len(SIGNALS)
 
 
-def _words(*patterns: str) -> re.Pattern[str]:
-    return re.compile(r"\b(?:" + "|".join(patterns) + r")", re.IGNORECASE)
-
-
 #: A Chinese state actor: the state, its organs and its officials' titles.
-_CHINESE_STATE = _words(
+_CHINESE_STATE = words(
     r"china\b",
     r"chinese (?:government|foreign|defen[cs]e|commerce|embassy|consul|ambassador|envoy|"
     r"military|navy|coast guard|officials?|authorities|state media|ministry|spokes)",
@@ -67,14 +63,14 @@ _CHINESE_STATE = _words(
 
 #: Coercive measures, named whoever applies them and whoever they target.
 MEASURES: dict[str, re.Pattern[str]] = {
-    "travel": _words(
+    "travel": words(
         r"travel (?:advisor(?:y|ies)|warnings?|alerts?|notices?)",
         r"(?:advis|urg|remind|warn|tell)\w* (?:its |their )?(?:citizens|nationals|students|"
         r"tourists|travell?ers|people)",
         r"avoid (?:travel|travell?ing|visiting|trips?)",
         r"(?:safety|security) (?:warnings?|reminders?|alerts?)",
     ),
-    "suspend": _words(
+    "suspend": words(
         r"(?:suspend|halt|cancel|postpon|call(?:s|ed)? off|scrap|freez|cut)\w* (?:\w+ ){0,3}"
         r"(?:flights?|exchanges?|trips?|tours?|visits?|concerts?|events?|imports?|exports?|"
         r"talks|dialogues?|cooperation|screenings?|performances?|shows?|bookings?|"
@@ -82,7 +78,7 @@ MEASURES: dict[str, re.Pattern[str]] = {
         r"cancell?ations?",
         r"boycotts?",
     ),
-    "sanction": _words(
+    "sanction": words(
         r"sanction\w*",
         r"unreliable entit",
         r"(?:export[- ]control|entity|black)[- ]?list",
@@ -93,7 +89,7 @@ MEASURES: dict[str, re.Pattern[str]] = {
         r"punish\w*",
         r"penalt(?:y|ies)",
     ),
-    "trade": _words(
+    "trade": words(
         r"(?:import|export|trade) (?:bans?|curbs?|restrictions?|controls?|barriers?|probes?)",
         r"ban\w* (?:\w+ ){0,2}(?:imports?|exports?|sales?|products?|goods)",
         r"tariffs?",
@@ -102,7 +98,7 @@ MEASURES: dict[str, re.Pattern[str]] = {
         r"(?:seafood|fruit|fish|beef|food) (?:ban|import)",
         r"rare earths?",
     ),
-    "envoy": _words(
+    "envoy": words(
         r"summon\w*",
         r"recall\w* (?:\w+ ){0,2}(?:ambassador|envoy|diplomats?)",
         r"expel\w* (?:\w+ ){0,2}(?:ambassador|envoy|diplomats?)",
@@ -114,7 +110,7 @@ MEASURES: dict[str, re.Pattern[str]] = {
         r"rebuk\w*",
         r"retract",
     ),
-    "threat": _words(
+    "threat": words(
         r"warn(?:s|ed|ing)?\b",
         r"threat(?:en|ens|ened)?\b",
         r"consequences",
@@ -134,7 +130,7 @@ MEASURES: dict[str, re.Pattern[str]] = {
 }
 
 #: A piece that discusses or forecasts rather than reports an event.
-_NO_EVENT_HEADLINE = _words(
+_NO_EVENT_HEADLINE = words(
     r"analysis",
     r"opinion",
     r"explainer",
@@ -159,8 +155,8 @@ _NO_EVENT_HEADLINE = _words(
     r"the case for",
     r"interview",
 )
-_CONDITIONAL = _words(r"could", r"would", r"might", r"may\b", r"if\b", r"should", r"whether")
-_ROUTINE = _words(
+_CONDITIONAL = words(r"could", r"would", r"might", r"may\b", r"if\b", r"should", r"whether")
+_ROUTINE = words(
     r"polls?\b",
     r"surveys?\b",
     r"elections?\b",
