@@ -109,22 +109,32 @@ _JSON_TYPES = (str, int, float, bool, list, dict, type(None))
 
 
 @functools.cache
-def _json_types(cls: type) -> dict[str, tuple[type, ...]]:
-    """The JSON types each plain field of a record accepts (records nested in it
-    check their own fields when they are built)."""
+def _field_kinds(cls: type) -> tuple[dict[str, tuple[type, ...]], dict[str, tuple[type, bool]]]:
+    """What each field of a record takes: the JSON types of a plain field, and for a
+    field holding records their class and whether it holds a list of them."""
     hints = typing.get_type_hints(cls)
-    accepted = {}
+    plain, nested = {}, {}
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
         union = typing.get_origin(hint) in (typing.Union, types.UnionType)
         kinds = [typing.get_origin(a) or a for a in (typing.get_args(hint) if union else (hint,))]
         if all(kind in _JSON_TYPES for kind in kinds):
-            accepted[f.name] = (*kinds, int) if float in kinds else tuple(kinds)
-    return accepted
+            plain[f.name] = (*kinds, int) if float in kinds else tuple(kinds)
+            items = typing.get_args(hint)
+            if kinds == [list] and items and issubclass(items[0], _Record):
+                nested[f.name] = (items[0], True)
+        elif len(kinds) == 1 and issubclass(kinds[0], _Record):
+            nested[f.name] = (kinds[0], False)
+    return plain, nested
+
+
+def _record(kind: Any, value: Any) -> Any:
+    return value if isinstance(value, kind) else kind.from_dict(value)
 
 
 class _Record:
-    """JSON (de)serialisation shared by all records; `from_dict` checks each field's type."""
+    """JSON (de)serialisation shared by all records: `from_dict` checks each field's JSON
+    type and builds the records nested in it."""
 
     _required: ClassVar[tuple[str, ...]] = ()
 
@@ -144,20 +154,25 @@ class _Record:
         missing = [name for name in cls._required if data.get(name) in (None, "")]
         if missing:
             raise SchemaError(f"{cls.__name__}: missing required field(s) {', '.join(missing)}")
-        accepted = _json_types(cls)
+        plain, nested = _field_kinds(cls)
+        values = {}
         for name, value in data.items():
-            kinds = accepted.get(name)
-            if kinds is None:
-                continue
-            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            kinds = plain.get(name)
+            if kinds and (
+                not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+            ):
                 named = [k for k in kinds if not (k is int and float in kinds)]
                 wanted = " or ".join("null" if k is type(None) else k.__name__ for k in named)
                 raise SchemaError(
                     f"{cls.__name__}: {name} must be {wanted}, not {type(value).__name__}"
                 )
+            if name in nested:
+                kind, many = nested[name]
+                value = [_record(kind, v) for v in value] if many else _record(kind, value)
+            values[name] = value
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         try:
-            return cls(**{k: v for k, v in data.items() if k in names})
+            return cls(**{k: v for k, v in values.items() if k in names})
         except TypeError as exc:
             raise SchemaError(f"{cls.__name__}: {exc}") from exc
 
@@ -243,18 +258,6 @@ class ClassifiedArticle(_Record):
     article: Article
     classification: Classification
     schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Self:
-        if not isinstance(data, dict):
-            raise SchemaError(
-                f"ClassifiedArticle: expected a JSON object, got {type(data).__name__}"
-            )
-        return cls(
-            article=Article.from_dict(data.get("article")),
-            classification=Classification.from_dict(data.get("classification")),
-            schema_version=data.get("schema_version", SCHEMA_VERSION),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -475,20 +478,6 @@ class Story(_Record):
     """The story's weighted key terms, which new articles are matched against."""
     schema_version: int = SCHEMA_VERSION
 
-    @classmethod
-    def from_dict(cls, data: Any) -> Self:
-        story = super(Story, cls).from_dict(data)
-        for name, kind in (("articles", StoryArticle), ("evidence", StoryEvidence)):
-            items = getattr(story, name)
-            if not isinstance(items, list):
-                raise SchemaError(f"Story: {name} must be a list")
-            object.__setattr__(
-                story, name, [i if isinstance(i, kind) else kind.from_dict(i) for i in items]
-            )
-        if not isinstance(story.signals, dict):
-            raise SchemaError("Story: signals must be an object")
-        return story
-
 
 @dataclass(frozen=True, slots=True)
 class StoryAlert(_Record):
@@ -512,13 +501,6 @@ class StoryAlert(_Record):
     """The story as it stood when the alert was raised."""
     alerted_at: str
     schema_version: int = SCHEMA_VERSION
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Self:
-        alert = super(StoryAlert, cls).from_dict(data)
-        if not isinstance(alert.story, Story):
-            object.__setattr__(alert, "story", Story.from_dict(alert.story))
-        return alert
 
 
 @dataclass(frozen=True, slots=True)
