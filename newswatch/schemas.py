@@ -39,6 +39,7 @@ __all__ = [
     "alert_id",
     "article_id",
     "parse_ms",
+    "parse_seconds",
     "parse_time",
     "story_alert_id",
     "utc_now",
@@ -71,14 +72,20 @@ def parse_time(value: str) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def parse_ms(value: str | None) -> int | None:
-    """Epoch milliseconds of an ISO 8601 time (naive means UTC); None when absent or invalid."""
-    if not value:
+def parse_seconds(value: str | None) -> float | None:
+    """Unix seconds of an ISO 8601 time (naive means UTC); None when absent or invalid."""
+    if not value or not isinstance(value, str):
         return None
     try:
-        return int(parse_time(value).timestamp() * 1000)
+        return parse_time(value).timestamp()
     except ValueError:
         return None
+
+
+def parse_ms(value: str | None) -> int | None:
+    """Epoch milliseconds of an ISO 8601 time (naive means UTC); None when absent or invalid."""
+    seconds = parse_seconds(value)
+    return None if seconds is None else int(seconds * 1000)
 
 
 def utc_now() -> str:

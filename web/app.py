@@ -55,11 +55,11 @@ from newswatch import metrics
 from newswatch.access import OPEN_PATHS, Credentials
 from newswatch.config import Settings
 from newswatch.health import BrokerMonitor
-from newswatch.schemas import SIGNAL_TYPES, Alert
+from newswatch.schemas import SIGNAL_TYPES, Alert, parse_seconds
 from web.articles import ArticleLookup, in_context
 from web.charts import history_chart, index_chart
 from web.feeds import feed_health
-from web.live import Change, LiveState, StoryEntry, TopicReader, parse_time
+from web.live import Change, LiveState, StoryEntry, TopicReader
 from web.reports import list_reports, report_file
 
 __all__ = ["Services", "create_app"]
@@ -159,7 +159,7 @@ class _Hub:
 def _when(value: str | float | None) -> str:
     if value is None or value == "":
         return "-"
-    seconds = value if isinstance(value, float | int) else parse_time(value)
+    seconds = value if isinstance(value, float | int) else parse_seconds(value)
     if seconds is None:
         return str(value)
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -404,9 +404,9 @@ def create_app(services: Services, credentials: Credentials) -> ASGIApp:
         """When the article's record was written, as near as the state knows."""
         alert_id = state.alerts_by_article.get(article_id)
         if alert_id and alert_id in state.alerts:
-            return parse_time(state.alerts[alert_id].ingested_at)
+            return parse_seconds(state.alerts[alert_id].ingested_at)
         decided = state.index.decided_at.get(article_id)
-        return decided if decided is not None else parse_time(fallback)
+        return decided if decided is not None else parse_seconds(fallback)
 
     async def story_page(request: Request) -> Response:
         story_id = request.path_params["story_id"]
@@ -454,7 +454,7 @@ def create_app(services: Services, credentials: Credentials) -> ASGIApp:
             )
         if alert is None:
             return page(request, "missing.html", 404, what="alert", key=alert_id)
-        when = parse_time(alert.ingested_at)
+        when = parse_seconds(alert.ingested_at)
         evidence = await evidence_passages(
             [(s, alert.article_id, alert.source, alert.url, when) for s in alert.evidence]
         )

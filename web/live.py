@@ -28,7 +28,6 @@ import typing
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from kafka import TopicPartition
@@ -44,6 +43,7 @@ from newswatch.schemas import (
     SchemaError,
     Story,
     StoryAlert,
+    parse_seconds,
 )
 from newswatch.topics import make_consumer
 
@@ -57,7 +57,6 @@ __all__ = [
     "Revision",
     "StoryEntry",
     "TopicReader",
-    "parse_time",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,19 +116,6 @@ def _is(value: Any, kind: Any) -> bool:
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
-
-
-def parse_time(value: str | None) -> float | None:
-    """An ISO-8601 time as Unix seconds (naive means UTC); None if absent or unreadable."""
-    if not value or not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +211,7 @@ class HourlyIndex:
     def add(self, decision: Decision, now: float | None = None) -> bool:
         """Count a decision; False if it falls outside the index's span."""
         now = time.time() if now is None else now
-        event = parse_time(decision.published) or parse_time(decision.decided_at)
+        event = parse_seconds(decision.published) or parse_seconds(decision.decided_at)
         if event is None:
             return False
         cutoff = now - self.hours * _HOUR
@@ -243,7 +229,7 @@ class HourlyIndex:
         bucket.signals.update(signals)
         bucket.ids.add(decision.article_id)
         self._where[decision.article_id] = (hour, bool(decision.alert), score, signals)
-        decided = parse_time(decision.decided_at)
+        decided = parse_seconds(decision.decided_at)
         if decided is not None:
             self.decided_at[decision.article_id] = decided
         return True
