@@ -40,7 +40,10 @@ import jinja2
 from newswatch.config import RouteSettings, Settings, WebhookSettings
 from newswatch.errors import ConfigError
 from newswatch.schemas import SIGNAL_TYPES, Alert, SchemaError, StoryAlert
+from notifiers.command import CommandSink, FileSink
+from notifiers.email import EmailSink
 from notifiers.messages import Notification
+from notifiers.webhook import WebhookSink
 
 __all__ = ["Batch", "Incoming", "Route", "Sink", "build_routes", "read_secret"]
 
@@ -275,10 +278,6 @@ def build_routes(settings: Settings, env: Any = None) -> list[Route]:
         ConfigError: a route is malformed, names no or several sinks, or a secret
             is missing.
     """
-    from notifiers.command import CommandSink, FileSink
-    from notifiers.email import EmailSink
-    from notifiers.webhook import WebhookSink
-
     env = os.environ if env is None else env
     notify = settings.notify
     configured = list(notify.routes)

@@ -34,6 +34,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from connectors.feeds import parse_feed
+from connectors.files import SUFFIXES, read_document
 from newswatch.errors import ConfigError
 from newswatch.schemas import Article, DeadLetter, parse_ms
 from pipelines.index import event_time_ms
@@ -174,8 +176,6 @@ def _read_source(path: Path, stats: SourceStats) -> Iterator[ReplayItem | DeadLe
 
 def _read_directory(directory: Path, stats: SourceStats) -> Iterator[ReplayItem | DeadLetter]:
     """Every file under ``directory``, in the order a poller would have met them."""
-    from connectors.files import SUFFIXES
-
     manifest: dict[Path, dict[str, Any]] = {}
     files: list[Path] = []
     for root, dirs, names in os.walk(directory):
@@ -206,9 +206,6 @@ def _read_file(
     path: Path, capture_ms: int | None, outlet: str | None, stats: SourceStats
 ) -> Iterator[ReplayItem | DeadLetter]:
     """One document or feed snapshot."""
-    from connectors.feeds import parse_feed
-    from connectors.files import read_document
-
     data = path.read_bytes()
     if capture_ms is not None:
         # A snapshot: the feed key is its folder, the same for every snapshot of the
@@ -233,8 +230,6 @@ def _read_file(
 
 def _read_jsonl(path: Path, file_ms: int) -> Iterator[ReplayItem | DeadLetter]:
     """A JSON-lines file of entries, row by row (it may not fit in memory)."""
-    from connectors.files import read_document
-
     # read_document picks the format by extension: name the rows' file .jsonl.
     as_jsonl = path if path.suffix.lower() == ".jsonl" else path.with_name(path.stem + ".jsonl")
     with _open_maybe_gzip(path) as handle:

@@ -20,6 +20,7 @@ import base64
 import dataclasses
 import functools
 import html
+import io
 import json
 import logging
 import statistics
@@ -32,7 +33,11 @@ from typing import Any
 
 import jinja2
 import markupsafe
+import matplotlib
+from matplotlib.figure import Figure
 
+from connectors.fields import canonical_url
+from models.evaluate import evaluate, load_rows
 from newswatch.config import Settings
 from newswatch.schemas import (
     SIGNAL_TYPES,
@@ -214,8 +219,6 @@ def collect(
         story_alerts=list(story_alerts.values()),
     )
     if labels is not None:
-        from models.evaluate import load_rows
-
         label_metrics(result, load_rows(labels))
         story_metrics(result, labels)
     return result
@@ -277,9 +280,6 @@ def label_metrics(backtest: Backtest, rows: Sequence[Mapping[str, Any]]) -> None
     else by canonical URL. Rows that were not replayed, or that were replayed
     but have no decision (dead-lettered), are left out and counted.
     """
-    from connectors.fields import canonical_url
-    from models.evaluate import evaluate
-
     by_url: dict[str, str] = {}
     for article_id, sent in backtest.sent.items():
         if getattr(sent, "url", ""):
@@ -344,8 +344,6 @@ def write_report(result: Any, directory: Path) -> Path:
     Returns:
         The path of the HTML page.
     """
-    import matplotlib
-
     matplotlib.use("Agg")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -449,16 +447,12 @@ def _breaking(backtest: Backtest) -> list[dict[str, Any]]:
 
 
 def _figure(height: float = 3.2, rows: int = 1, **kwargs: Any) -> tuple[Any, Any]:
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(10, height), dpi=110, layout="constrained")
     axes = figure.subplots(rows, 1, **kwargs)
     return figure, axes
 
 
 def _png(figure: Any) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()

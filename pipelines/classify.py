@@ -26,6 +26,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from models.handler import EscalationModelHandler
 from newswatch.config import Settings
 from newswatch.errors import ConfigError
 from newswatch.signals import interrupted, stop_on_signals
@@ -280,8 +281,6 @@ def run(
     finished = False
     try:
         if model_handler is None:
-            from models.handler import EscalationModelHandler
-
             model_handler = EscalationModelHandler(settings.model)
         options = pipeline_options(settings)  # fail fast on a bad runner set-up
         source = articles_source(settings, until_idle=until_idle)

@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+import dask
+import dask.distributed as ddist
 from apache_beam import pvalue
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, _OutputHandler
@@ -228,9 +230,6 @@ class BoundedDaskRunner(DaskRunner):
     """Beam's DaskRunner with faithful multi-output ParDos and every sink computed."""
 
     def run_pipeline(self, pipeline, options):
-        import dask
-        import dask.distributed as ddist
-
         dask_options = options.view_as(DaskOptions).get_all_options(
             drop_default=True, current_only=True
         )
@@ -253,12 +252,10 @@ class BoundedDaskRunner(DaskRunner):
 @contextlib.contextmanager
 def local_cluster(workers: int, threads: int = 1) -> Iterator[str]:
     """A ``dask.distributed`` LocalCluster of ``workers`` processes; yields its address."""
-    from dask.distributed import LocalCluster
-
     # The scheduler runs in this process; its info lines show only when debugging (-v).
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         logging.getLogger("distributed").setLevel(logging.WARNING)
-    cluster = LocalCluster(
+    cluster = ddist.LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
         processes=True,
