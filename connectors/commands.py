@@ -20,8 +20,11 @@ import logging
 import threading
 from typing import Any
 
+from connectors.service import run_connectors, sources
+from newswatch.broker import LocalBroker
 from newswatch.config import add_common_flags, add_flags, load_settings
 from newswatch.signals import stop_on_signals
+from newswatch.topics import ensure_topics
 
 __all__ = ["register"]
 
@@ -62,15 +65,9 @@ def register(subparsers: Any) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    # Imported here so that `newswatch --help` does not load Kafka, feedparser and friends.
-    from connectors.service import run_connectors, sources
-    from newswatch.topics import ensure_topics
-
     settings = load_settings(args)
     sources(settings)  # a bad feed list or folder fails before any broker is started
     if settings.embedded_broker:
-        from newswatch.broker import LocalBroker
-
         LocalBroker(settings.broker).start()
     ensure_topics(settings)
 

@@ -24,8 +24,11 @@ import sys
 import threading
 from typing import Any
 
+from newswatch.broker import LocalBroker
 from newswatch.config import add_common_flags, add_flags, load_settings
 from newswatch.signals import stop_on_signals
+from newswatch.topics import ensure_topics
+from notifiers.service import NotifierService
 
 __all__ = ["NOTIFY_FLAGS", "STOPPING", "register"]
 
@@ -63,15 +66,9 @@ def register(subparsers: Any) -> None:
 
 
 def _notify_command(args: argparse.Namespace) -> int:
-    # Imported here so that `newswatch --help` does not load Kafka.
-    from newswatch.topics import ensure_topics
-    from notifiers.service import NotifierService
-
     settings = load_settings(args)
     service = NotifierService(settings)  # a bad route fails before any broker is touched
     if settings.embedded_broker:
-        from newswatch.broker import LocalBroker
-
         LocalBroker(settings.broker).start()
     ensure_topics(settings)
     stop, finish = threading.Event(), threading.Event()

@@ -22,9 +22,16 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kafka import TopicPartition
+
+from connectors.service import run_connectors
+from newswatch.broker import LocalBroker
 from newswatch.config import PROJECT_ROOT, Settings, add_common_flags, add_flags, load_settings
+from newswatch.errors import ConfigError
 from newswatch.health import add_metrics_flags, worker_endpoint
 from newswatch.schemas import Story
+from newswatch.topics import ensure_topics, make_consumer
+from notifiers.companion import RunCompanion
 
 __all__ = ["follow_topic", "read_alerts", "read_stories", "register", "story_line"]
 
@@ -143,8 +150,6 @@ def embedded_broker(settings: Settings, keep: bool = True) -> Iterator[None]:
     if not settings.embedded_broker:
         yield
         return
-    from newswatch.broker import LocalBroker
-
     broker = LocalBroker(settings.broker)
     began = time.monotonic()
     started = broker.start()
@@ -161,14 +166,11 @@ def embedded_broker(settings: Settings, keep: bool = True) -> Iterator[None]:
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    from connectors.service import run_connectors
-    from newswatch.topics import ensure_topics
-    from notifiers.companion import RunCompanion
-    from pipelines.classify import interrupted, pipeline_options
-    from pipelines.classify import run as run_pipeline
+    from pipelines import classify  # lazy: loads Beam and torch, ~3.5 s on --help
 
     settings = load_settings(args)
-    pipeline_options(settings)  # fail fast on a runner that cannot stream (before the broker)
+    # Fail fast on a runner that cannot stream (before the broker).
+    classify.pipeline_options(settings)
     if not settings.connectors.feeds and not settings.connectors.files:
         settings.connectors.files = [PROJECT_ROOT / "seeds"]
     # Story alerts printed, and delivered when routes are configured; a bad route fails here.
@@ -191,11 +193,11 @@ def _run_command(args: argparse.Namespace) -> int:
             thread.start()
             if args.until_idle:
                 thread.join()  # publish everything first, so the pipeline's end offsets cover it
-            report = run_pipeline(settings, until_idle=args.until_idle, stop=stop)
+            report = classify.run(settings, until_idle=args.until_idle, stop=stop)
             stop.set()
             thread.join(timeout=60)
             # Then the story alerts the pipeline wrote: printed, delivered and committed.
-            tail = companion.end(drain=args.until_idle and not interrupted())
+            tail = companion.end(drain=args.until_idle and not classify.interrupted())
         except KeyboardInterrupt:
             raise  # a second signal: exit at once, waiting for nothing
         except BaseException:
@@ -208,15 +210,14 @@ def _run_command(args: argparse.Namespace) -> int:
 
 
 def _pipeline_command(args: argparse.Namespace) -> int:
-    from newswatch.topics import ensure_topics
-    from pipelines.classify import pipeline_options
-    from pipelines.classify import run as run_pipeline
+    from pipelines import classify  # lazy: loads Beam and torch, ~3.5 s on --help
 
     settings = load_settings(args)
-    pipeline_options(settings)  # fail fast on a runner that cannot stream (before the broker)
+    # Fail fast on a runner that cannot stream (before the broker).
+    classify.pipeline_options(settings)
     with embedded_broker(settings), worker_endpoint(settings):
         ensure_topics(settings)
-        report = run_pipeline(settings, until_idle=args.until_idle)
+        report = classify.run(settings, until_idle=args.until_idle)
     print(f"newswatch: {report.summary()}", file=sys.stderr)
     return 0
 
@@ -236,11 +237,6 @@ def follow_topic(
     Raises:
         ConfigError: the topic does not exist.
     """
-    from kafka import TopicPartition
-
-    from newswatch.errors import ConfigError
-    from newswatch.topics import make_consumer
-
     consumer = make_consumer(settings.bootstrap_servers, group_id=None)
     try:
         partitions = consumer.partitions_for_topic(topic)

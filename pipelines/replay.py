@@ -59,7 +59,10 @@ from kafka import errors as kafka_errors
 from newswatch.config import Settings
 from newswatch.errors import BrokerError, ConfigError
 from newswatch.schemas import DeadLetter
+from pipelines import backtest
 from pipelines.archive import ReplayItem, SourceStats, iter_sources
+from pipelines.classify import run as run_pipeline
+from pipelines.index import IndexSpec
 from pipelines.replay_progress import PipelineProgress, Progress
 from pipelines.replay_publisher import ReplayPublisher, publish_items
 from pipelines.replay_topics import (
@@ -196,10 +199,6 @@ def replay(
         install_signal_handlers: Let SIGINT/SIGTERM drain the pipeline (CLI only).
         stream: Where progress goes (default stderr).
     """
-    from pipelines import backtest
-    from pipelines.classify import run as run_pipeline
-    from pipelines.index import IndexSpec
-
     for source in options.sources:
         if not Path(source).exists():
             raise ConfigError(f"replay source not found: {source}")
@@ -213,7 +212,7 @@ def replay(
         late_every=REPLAY_LATE_EVERY,
     )
     if settings.runner.runner == "dask":
-        from pipelines.bounded import replay_bounded
+        from pipelines.bounded import replay_bounded  # import cycle: it imports this module
 
         return replay_bounded(rsettings, run_id, options, model_handler=model_handler, index=index)
     began = time.monotonic()
@@ -295,8 +294,6 @@ def _paced(
     by SIGINT through the pipeline's handler, or once everything published
     has an outcome.
     """
-    from pipelines.classify import run as run_pipeline
-
     failure: list[BaseException] = []
     published = threading.Event()
     timing: dict[str, float] = {}

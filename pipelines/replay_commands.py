@@ -1,12 +1,16 @@
 """``newswatch replay``: its flags, and the command that runs `pipelines.replay.replay`.
 
-The command's help is the docstring of `pipelines.replay`.
+The command's help is the docstring of `pipelines.replay`, read from its source:
+importing that module loads the pipeline (Beam's RunInference imports torch), which
+``newswatch --help`` need not wait for.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import importlib.util
 import math
 from datetime import datetime
 from pathlib import Path
@@ -14,7 +18,6 @@ from typing import Any
 
 from newswatch.config import add_common_flags, add_flags, load_settings
 from newswatch.schemas import parse_time
-from pipelines import replay
 from pipelines.commands import embedded_broker
 
 __all__ = ["register"]
@@ -29,7 +32,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "replay",
         help="replay archived feeds or entry files through the pipeline (backtest)",
-        description=replay.__doc__,
+        description=_replay_doc(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_flags(parser)
@@ -68,6 +71,12 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_replay_command)
 
 
+def _replay_doc() -> str | None:
+    """The docstring of `pipelines.replay`, parsed from its source without running it."""
+    spec = importlib.util.find_spec("pipelines.replay")
+    return ast.get_docstring(ast.parse(spec.loader.get_source(spec.name)), clean=False)
+
+
 def _date(text: str) -> datetime:
     try:
         return parse_time(text)
@@ -88,6 +97,8 @@ def _speed(text: str) -> float | None:
 
 
 def _replay_command(args: argparse.Namespace) -> int:
+    from pipelines import replay  # lazy: loads Beam and torch, ~3.5 s on --help
+
     settings = load_settings(args)
     options = replay.ReplayOptions(
         sources=tuple(args.sources),

@@ -14,8 +14,13 @@ import socket
 import sys
 from typing import Any
 
+import uvicorn
+
+from newswatch.access import Credentials, require_credentials
 from newswatch.config import Settings, add_common_flags, add_flags, load_settings
 from newswatch.errors import ConfigError
+from web.app import Services, close_streams, create_app
+from web.status import broker_ok, collect_status, format_status, status_json
 
 __all__ = ["register", "serve"]
 
@@ -86,11 +91,6 @@ def _listen(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> int:
     """Run the web page until SIGINT/SIGTERM."""
-    import uvicorn
-
-    from newswatch.access import Credentials, require_credentials
-    from web.app import Services, close_streams, create_app
-
     serve_settings = settings.serve
     credentials = Credentials.from_settings(serve_settings)
     require_credentials(serve_settings.host, credentials, "newswatch serve")
@@ -132,8 +132,6 @@ def _serve_command(args: argparse.Namespace) -> int:
 
 
 def _status_command(args: argparse.Namespace) -> int:
-    from web.status import broker_ok, collect_status, format_status, status_json
-
     settings = load_settings(args)
     status = collect_status(settings, timeout=args.timeout)
     print(status_json(status) if args.json else format_status(status, settings))
