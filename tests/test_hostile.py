@@ -53,10 +53,11 @@ from newswatch.schemas import Alert, Article, DeadLetter, Decision, SchemaError
 from newswatch.topics import make_producer
 from pipelines.classify import run
 from pipelines.transforms import decode_article
+from tests.articles import non_taiwan_articles, seed_article
 from tests.conftest import isolated_settings
 from tests.connectors.conftest import loopback_guard
 from tests.connectors.servers import FeedServer, Reply
-from tests.test_pipeline import non_taiwan_articles, read_topic, seed_article
+from tests.streams import read_topic
 
 HOSTILE = Path(__file__).parent / "data" / "hostile"
 _HEADER = re.compile(rb"^(?:# )?([A-Z][a-z]+(?:[- ][A-Za-z][a-z]+)?): ?(.*?)\r?$", re.MULTILINE)

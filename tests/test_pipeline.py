@@ -7,84 +7,18 @@ non-Taiwan items from the labelled set (real outlets' RSS items, 2023; see
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pytest
-from kafka import TopicPartition
 
 from connectors.publish import Publisher
-from newswatch import topics
-from newswatch.config import PROJECT_ROOT, Settings
-from newswatch.schemas import (
-    Alert,
-    Article,
-    DeadLetter,
-    Decision,
-    Story,
-    StoryAlert,
-    article_id,
-    utc_now,
-)
-from newswatch.topics import make_consumer, make_producer
+from newswatch.config import Settings
+from newswatch.schemas import Alert, Article, DeadLetter, Decision, Story, StoryAlert
+from newswatch.topics import make_producer
 from pipelines.classify import run
-
-SEED = PROJECT_ROOT / "seeds" / "000_926da616d7d9c5df.txt"
-LABELLED = PROJECT_ROOT.parent / "shared" / "data" / "labelled" / "dev.jsonl"
-
-
-def seed_article() -> Article:
-    lines = [line.strip() for line in SEED.read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line]
-    return Article(
-        id=article_id("file:" + SEED.name),
-        url="",
-        title=lines[0],
-        text="\n".join(lines[1:]),
-        published="2025-11-25T00:00:00Z",
-        source="seed",
-        feed=str(SEED),
-        ingested_at=utc_now(),
-    )
-
-
-def non_taiwan_articles(count: int) -> list[Article]:
-    """The first ``count`` 2023 items of the labelled set that are not about Taiwan."""
-    rows = [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines()]
-    picked = [r for r in rows if r["published"].startswith("2023") and not r["taiwan_related"]]
-    return [
-        Article(
-            id=article_id(r["url"]),
-            url=r["url"],
-            title=r["title"],
-            text=r["summary"],
-            published=r["published"],
-            source=r["source"],
-            feed=r["feed_url"],
-            ingested_at=utc_now(),
-        )
-        for r in picked[:count]
-    ]
-
-
-def read_topic(settings: Settings, topic: str) -> list:
-    """Every record currently in ``topic`` on the settings' broker (`topics.read_topic`)."""
-    return topics.read_topic(settings.bootstrap_servers, topic, timeout=30)
-
-
-def committed_offsets(
-    settings: Settings, topic: str | None = None
-) -> tuple[dict[int, int], dict[int, int]]:
-    """The group's committed and the end offsets of each partition (of the articles topic)."""
-    consumer = make_consumer(settings.bootstrap_servers, group_id=settings.kafka.group_id)
-    try:
-        topic = topic or settings.kafka.articles_topic
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
-        end = {tp.partition: off for tp, off in consumer.end_offsets(tps).items()}
-        return {tp.partition: consumer.committed(tp) or 0 for tp in tps}, end
-    finally:
-        consumer.close()
+from tests.articles import non_taiwan_articles, seed_article
+from tests.streams import committed_offsets, read_topic
 
 
 @pytest.fixture

@@ -10,65 +10,27 @@ runner and the real model, fed with real archived entries that name China or Tai
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 import signal
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kafka import TopicPartition
 
 from connectors.publish import Publisher
-from models.labels import could_be_taiwan_related
-from newswatch.config import PROJECT_ROOT, Settings
-from newswatch.schemas import Article, ClassifiedArticle, Decision, article_id, utc_now
-from newswatch.topics import make_consumer
-from tests.commands import newswatch_command
-from tests.test_pipeline import committed_offsets, read_topic
-
-ARCHIVE = PROJECT_ROOT.parent / "shared" / "data" / "archive" / "entries.jsonl.gz"
-
-
-def model_bound_articles(count: int) -> list[Article]:
-    """The first ``count`` archived entries that the model must classify (no prefilter skip)."""
-    articles: dict[str, Article] = {}
-    with gzip.open(ARCHIVE, "rt", encoding="utf-8") as rows:
-        for line in rows:
-            row = json.loads(line)
-            text = f"{row.get('title') or ''}\n{row.get('summary') or ''}"
-            if not row.get("url") or not row.get("title") or not could_be_taiwan_related(text):
-                continue
-            key = article_id(row["url"])
-            articles[key] = Article(
-                id=key,
-                url=row["url"],
-                title=row["title"],
-                text=row.get("summary") or "",
-                published=row.get("published"),
-                source=row.get("source") or "",
-                feed=row.get("feed_url") or "",
-                ingested_at=utc_now(),
-            )
-            if len(articles) == count:
-                break
-    return list(articles.values())
-
-
-def start_pipeline(settings: Settings, log: Path, *options: str) -> subprocess.Popen:
-    """``newswatch pipeline`` on the test's topics, in its own process group."""
-    with open(log, "wb") as out:
-        return subprocess.Popen(
-            newswatch_command(settings, "pipeline", *options),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-            start_new_session=True,
-        )
+from newswatch.config import Settings
+from newswatch.schemas import Article, ClassifiedArticle
+from pipelines.classify import run
+from tests.articles import model_bound_articles
+from tests.processes import start_pipeline, wait_for
+from tests.streams import (
+    articles_committed,
+    committed_offsets,
+    decided_ids,
+    read_topic,
+    settled,
+    totals,
+)
 
 
 def process_group(pgid: int) -> list[int]:
@@ -83,43 +45,6 @@ def process_group(pgid: int) -> list[int]:
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 members.append(int(entry.name))
     return members
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str, worker=None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if worker is not None and worker.poll() is not None:
-            pytest.fail(f"pipeline exited ({worker.returncode}) while waiting for {what}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
-
-
-def totals(settings: Settings) -> tuple[int, int]:
-    """Committed and end offsets summed over the articles and classified topics: equal once
-    every article and every Taiwan-related article's story step is done."""
-    kafka = settings.kafka
-    consumer = make_consumer(settings.bootstrap_servers, group_id=kafka.group_id)
-    try:
-        tps = [
-            TopicPartition(topic, p)
-            for topic in (kafka.articles_topic, kafka.classified_topic)
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        end = consumer.end_offsets(tps)
-        return sum(consumer.committed(tp) or 0 for tp in tps), sum(end.values())
-    finally:
-        consumer.close()
-
-
-def settled(settings: Settings) -> bool:
-    """Every article read so far is decided and committed, story step included."""
-    committed, end = totals(settings)
-    return committed == end
-
-
-def articles_committed(settings: Settings) -> int:
-    return sum(committed_offsets(settings)[0].values())
 
 
 @pytest.fixture
@@ -176,11 +101,6 @@ def awaiting_story_step(settings: Settings) -> set[str]:
     }
 
 
-def decided_ids(settings: Settings) -> set[str]:
-    records = read_topic(settings, settings.kafka.decisions_topic)
-    return {Decision.from_bytes(r.value).article_id for r in records}
-
-
 def ids_below(settings: Settings, committed: dict[int, int]) -> set[str]:
     """Ids of the articles at offsets below each partition's committed offset."""
     records = read_topic(settings, settings.kafka.articles_topic)
@@ -208,8 +128,6 @@ def test_sigterm_drains_in_flight_articles_commits_them_and_exits_0(settings, wo
     assert read <= decided | awaiting_story_step(settings)
     assert process_group(worker.pid) == []  # the Prism runner went with it
     # The rest waits, uncommitted, for the next run.
-    from pipelines.classify import run
-
     run(settings, until_idle=True, install_signal_handlers=False)
     assert committed_offsets(settings)[0] == end
     assert {a.id for a in articles} <= decided_ids(settings)
@@ -228,8 +146,6 @@ def test_second_sigterm_exits_at_once_and_a_restart_finishes_the_rest(settings, 
     assert time.monotonic() - began < 15
     wait_for(lambda: process_group(worker.pid) == [], 15, "the Prism runner to exit")
     # At least once: whatever the abrupt exit left uncommitted is processed by the next run.
-    from pipelines.classify import run
-
     run(settings, until_idle=True, install_signal_handlers=False)
     committed, end = committed_offsets(settings)
     assert committed == end

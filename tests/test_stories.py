@@ -16,44 +16,15 @@ from collections import Counter
 import pytest
 
 from connectors.publish import Publisher
-from newswatch.config import PROJECT_ROOT, Settings, replace
-from newswatch.schemas import Article, Story, StoryAlert
+from newswatch.cli import main
+from newswatch.config import Settings, replace
+from newswatch.schemas import Story, StoryAlert
 from pipelines.classify import run
 from pipelines.replay import ReplayOptions, replay
 from tests.conftest import isolated_settings
-from tests.test_pipeline import read_topic
-from tests.test_shutdown import articles_committed, settled, start_pipeline, totals, wait_for
-
-LABELLED = PROJECT_ROOT.parent / "shared" / "data" / "labelled"
-EPISODES = ("pla-joint-sword-drills-2023-04", "us-volcano-antitank-sale-2022-12")
-
-
-def episode_rows() -> list[dict]:
-    """Both episodes' rows and 20 unrelated rows of the same months, in publication order."""
-    lines = (LABELLED / "dev.jsonl").read_text(encoding="utf-8").splitlines()
-    rows = {json.loads(line)["id"]: json.loads(line) for line in lines}
-    labels = (LABELLED / "dev-stories.jsonl").read_text(encoding="utf-8").splitlines()
-    stories = [json.loads(line) for line in labels]
-    chosen = [dict(rows[s["id"]], story=s["story"]) for s in stories if s["story"] in EPISODES]
-    others = [
-        r
-        for r in rows.values()
-        if not r["taiwan_related"] and r["published"][:7] in ("2022-12", "2023-04")
-    ]
-    return sorted(chosen + others[:20], key=lambda r: r["published"])
-
-
-def as_article(row: dict) -> Article:
-    return Article(
-        id=row["id"],
-        url=row["url"],
-        title=row["title"],
-        text=row["summary"],
-        published=row["published"],
-        source=row["source"],
-        feed=row["feed_url"],
-        ingested_at=row["published"],
-    )
+from tests.episodes import EPISODES, as_article, episode_rows
+from tests.processes import start_pipeline, wait_for
+from tests.streams import articles_committed, read_topic, settled, totals
 
 
 def final_stories(settings: Settings) -> dict[str, Story]:
@@ -182,8 +153,6 @@ def test_a_worker_killed_mid_stream_recovers_its_stories_without_splitting_them(
 
 
 def test_stories_command_prints_each_change_as_a_line(settings, capsys):
-    from newswatch.cli import main
-
     rows = [r for r in episode_rows() if r.get("story") == EPISODES[0]][:3]
     with Publisher(settings) as publisher:
         publisher.publish([as_article(r) for r in rows])

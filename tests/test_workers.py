@@ -17,13 +17,9 @@ import pytest
 
 from connectors.publish import Publisher
 from newswatch.config import Settings
-from tests.test_shutdown import (
-    decided_ids,
-    model_bound_articles,
-    start_pipeline,
-    totals,
-    wait_for,
-)
+from tests.articles import model_bound_articles
+from tests.processes import start_pipeline, wait_for
+from tests.streams import decided_ids, totals
 
 _CHANGE = re.compile(r"\b(assigned|handed over|lost) (\S.*)$")
 

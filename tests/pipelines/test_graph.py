@@ -18,7 +18,7 @@ from newswatch.config import Settings
 from newswatch.schemas import Alert, DeadLetter, Decision
 from pipelines.classify import classify_records
 from pipelines.kafkaio import KafkaRecord
-from tests.test_pipeline import non_taiwan_articles, seed_article
+from tests.articles import non_taiwan_articles, seed_article
 
 
 def _record(offset: int, key: bytes, value: bytes) -> KafkaRecord:

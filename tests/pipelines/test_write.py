@@ -14,7 +14,7 @@ from kafka.admin import NewTopic
 
 from newswatch.topics import make_admin
 from pipelines.kafkaio import OutboundMessage, OutboundRecord, OutcomeAck, WriteToKafkaFn
-from tests.test_pipeline import read_topic
+from tests.streams import read_topic
 
 
 def _write(fn: WriteToKafkaFn, topic: str, value: bytes, offset: int, *more: tuple) -> list:

@@ -28,7 +28,7 @@ from pipelines.classify import pipeline_options
 from pipelines.daskrunner import BoundedDaskRunner, UnsupportedOnDask, local_cluster
 from pipelines.replay import ReplayOptions, replay
 from tests.conftest import free_port, isolated_settings
-from tests.test_stories import episode_rows
+from tests.episodes import episode_rows
 
 ARCHIVE = PROJECT_ROOT / "tests" / "data" / "archive"
 TAIWAN_TITLE = "The US is standing firm with Taiwan, and it's making that point very clear"
