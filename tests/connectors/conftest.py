@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
+from newswatch import topics
 from newswatch.config import Settings
 from tests.connectors.servers import FeedServer
 
@@ -97,8 +98,6 @@ def read_topic() -> Callable[[Settings, str], list[ConsumerRecord]]:
     """A function returning every record of a topic, from the beginning to its end now."""
 
     def read(settings: Settings, topic: str, timeout: float = 30.0) -> list[ConsumerRecord]:
-        from newswatch.topics import read_topic
-
-        return read_topic(settings.bootstrap_servers, topic, timeout)
+        return topics.read_topic(settings.bootstrap_servers, topic, timeout)
 
     return read

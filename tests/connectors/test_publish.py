@@ -6,6 +6,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+from kafka.admin import ConfigResource, ConfigResourceType
+
 from connectors.feeds import parse_feed
 from connectors.publish import Publisher
 from newswatch.schemas import Article, DeadLetter
@@ -64,8 +66,6 @@ def test_nothing_to_publish_needs_no_broker_round_trip(settings):
 
 
 def _shrink_articles_topic(settings, max_bytes: int) -> None:
-    from kafka.admin import ConfigResource, ConfigResourceType
-
     admin = make_admin(settings.bootstrap_servers)
     try:
         resource = ConfigResource(

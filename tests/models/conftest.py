@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from models.classifier import EscalationClassifier
+from models.train import TrainConfig, train
 from newswatch.config import ModelSettings
 from newswatch.errors import ModelNotFound
 
@@ -29,8 +30,6 @@ def classifier(model_settings: ModelSettings) -> EscalationClassifier:
     try:
         return EscalationClassifier.load(model_settings)
     except ModelNotFound:
-        from models.train import TrainConfig, train
-
         train(
             TrainConfig(
                 data=list(model_settings.labelled_sources),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from models.classifier import EscalationClassifier
@@ -112,9 +115,6 @@ def test_unknown_version_lists_what_exists(tmp_path, classifier):
 
 
 def test_serving_path_does_not_import_torch():
-    import subprocess
-    import sys
-
     # (Beam's RunInference module imports torch itself when it is installed.)
     code = (
         "import sys; from models.classifier import EscalationClassifier; "

@@ -8,6 +8,7 @@ import pytest
 
 from models.data import TRAIN_CUTOFF, before_cutoff, load_labelled, row_year
 from models.rolling import BASELINE, episode_recall, rolling_evaluate, rolling_folds
+from models.train import TrainConfig, train
 
 
 def _row(identity: str, published: str, esc: bool = False, story: str | None = None) -> dict:
@@ -74,9 +75,9 @@ def test_rolling_evaluate_reports_each_fold_and_the_mean_with_the_baseline():
     report = rolling_evaluate(ROWS, {"perfect": predict}, resamples=50)
     assert [s[1] for s in seen] == [["c", "d"], ["e", "f"], ["g", "h"]]
     by_id = {r["id"]: r for r in ROWS}
-    for (train, _), year in zip(seen, (2021, 2022, 2023), strict=True):
-        assert train == [r["id"] for r in ROWS if row_year(r) < year]
-        assert max(row_year(by_id[i]) for i in train) < year
+    for (trained, _), year in zip(seen, (2021, 2022, 2023), strict=True):
+        assert trained == [r["id"] for r in ROWS if row_year(r) < year]
+        assert max(row_year(by_id[i]) for i in trained) < year
     assert report.systems == ["perfect", BASELINE]
     assert report.metric("perfect", "escalation_f1") == [1.0, 1.0, 1.0]
     assert report.mean("perfect", "escalation_f1") == 1.0
@@ -134,8 +135,6 @@ def test_rows_published_from_2024_on_are_excluded_from_training_with_a_message(t
 
 
 def test_training_refuses_when_every_row_is_after_the_cutoff(tmp_path):
-    from models.train import TrainConfig, train
-
     path = tmp_path / "late.jsonl"
     path.write_text(json.dumps(_row("late", "2024-03-01T00:00:00Z")) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no labelled rows published before 2024-01-01"):

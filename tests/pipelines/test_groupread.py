@@ -4,8 +4,10 @@ on the real test broker: disjoint shares, hand-over on leave, and fencing of a s
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
+from kafka import TopicPartition
 
 from newswatch.topics import make_consumer, make_producer
 from pipelines import kafkaio
@@ -79,8 +81,6 @@ def test_two_members_read_disjoint_shares_and_one_takes_all_when_the_other_leave
 
 
 def test_a_member_put_out_of_the_group_cannot_commit_and_its_successor_resumes(settings, spec):
-    from dataclasses import replace
-
     stale = GroupMember(replace(spec, poll_interval_limit=2.0))
     successor = None
     try:
@@ -98,8 +98,6 @@ def test_a_member_put_out_of_the_group_cannot_commit_and_its_successor_resumes(s
 
         consumer = make_consumer(settings.bootstrap_servers, group_id=spec.group_id)
         try:
-            from kafka import TopicPartition
-
             committed = {p: consumer.committed(TopicPartition(spec.topics[0], p)) for p in range(3)}
         finally:
             consumer.close()

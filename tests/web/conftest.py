@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from newswatch.config import PROJECT_ROOT, Settings
 from newswatch.schemas import (
@@ -282,8 +283,6 @@ def publish_dead_letters(settings: Settings, letters: list[DeadLetter]) -> None:
 
 def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Samples of a /metrics page: (sample name, sorted labels) → value."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     values = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from connectors.files import read_document
 from newswatch.config import PROJECT_ROOT, Settings
+from newswatch.health import worker_endpoint
 from newswatch.schemas import Article, DeadLetter, article_id, utc_now
 from newswatch.topics import read_topic
 from tests.commands import newswatch_command
@@ -263,7 +264,5 @@ def test_readyz_turns_unready_when_the_broker_stops_and_ready_when_it_is_back(
 
 
 def test_metrics_endpoint_is_off_unless_a_port_is_given():
-    from newswatch.health import worker_endpoint
-
     with worker_endpoint(Settings()) as port:
         assert port is None
