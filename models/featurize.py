@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from models.classifier import MAX_TOKENS, document_inputs, load_tokenizer
+from models.encoder import POOL_LAYERS, EscalationNet, encoder_dir
 from models.evaluate import row_article
 from models.labels import ENCODER_NAME
 
@@ -29,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 def encoder_key(max_tokens: int = MAX_TOKENS) -> str:
     """What determines an input's pooled features besides its text."""
-    from models.encoder import POOL_LAYERS
-
     layers = ",".join(map(str, POOL_LAYERS))
     return f"{ENCODER_NAME}|mean-pooled layers {layers}|l2|max_tokens={max_tokens}"
 
@@ -78,7 +78,7 @@ class FeatureCache:
         self.threads = threads
         self.seed = seed
         self.progress = progress
-        self._net: Any = None
+        self._net: EscalationNet | None = None
         self._store: dict[str, np.ndarray] = {}
         self._dirty = False
         if self.path.is_file():
@@ -89,13 +89,9 @@ class FeatureCache:
         return hashlib.sha256(f"{self.key}\0{text}".encode()).hexdigest()
 
     @property
-    def net(self) -> Any:
+    def net(self) -> EscalationNet:
         """The frozen network (loaded on first use)."""
         if self._net is None:
-            import torch
-
-            from models.encoder import EscalationNet
-
             torch.set_num_threads(self.threads)
             torch.use_deterministic_algorithms(True)
             torch.manual_seed(self.seed)
@@ -114,10 +110,6 @@ class FeatureCache:
     def _encode(
         self, texts: list[str], hashes: list[str], progress: Callable[[str], None] | None
     ) -> None:
-        import torch
-
-        from models.encoder import encoder_dir
-
         net = self.net
         tokenizer = load_tokenizer(encoder_dir() / "tokenizer.json", self.max_tokens)
         ids = [e.ids for e in tokenizer.encode_batch(texts)]

@@ -20,11 +20,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
 from models.classifier import decide, escalation_logit, probabilities
 from models.features import MEASURE_SIGNAL, measure_in_taiwan_columns, n_lexical
+from models.featurize import FeatureCache, row_inputs
 from models.labels import DEFAULT_THRESHOLDS, OUTPUT_SLICES, SIGNALS
 
 __all__ = [
@@ -188,8 +190,6 @@ def _fit_linear(
     towards a non-zero ``prior`` (`_prior`), which scikit-learn's penalty (towards
     zero) cannot express. A column without weights is a constant at its base rate.
     """
-    import torch
-
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).double()
     yt = torch.from_numpy(y).double()
     wt = torch.from_numpy(w).double()
@@ -391,13 +391,13 @@ def n_features(recipe: Recipe, pooled: int) -> int:
     return pooled * (2 if recipe.headline_view else 1) + n_lexical(recipe.lexical)
 
 
-def features_of(rows: Sequence[Mapping[str, Any]], recipe: Recipe, cache: Any) -> np.ndarray:
+def features_of(
+    rows: Sequence[Mapping[str, Any]], recipe: Recipe, cache: FeatureCache
+) -> np.ndarray:
     """Feature rows of labelled rows for a recipe: pooled text [, pooled headline], lexical.
 
-    ``cache`` is a `models.featurize.FeatureCache` (encodes only what it has not seen).
+    ``cache`` encodes only the texts it has not seen.
     """
-    from models.featurize import row_inputs
-
     inputs = row_inputs(rows, recipe.lexical)
     parts = [cache.features(inputs.texts)]
     if recipe.headline_view:
@@ -407,7 +407,7 @@ def features_of(rows: Sequence[Mapping[str, Any]], recipe: Recipe, cache: Any) -
 
 
 def predictor(
-    rows: Sequence[Mapping[str, Any]], recipe: Recipe, cache: Any
+    rows: Sequence[Mapping[str, Any]], recipe: Recipe, cache: FeatureCache
 ) -> Callable[[Sequence[int], Sequence[int]], list[dict[str, Any]]]:
     """``(train, test) -> decisions``: the recipe fitted on rows ``train``, deciding ``test``.
 

@@ -46,11 +46,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime
+import torch
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from models.classifier import LATEST_FILE, MAX_TOKENS, EscalationClassifier
 from models.data import TRAIN_CUTOFF, before_cutoff, load_labelled
+from models.encoder import EscalationNet, encoder_dir
 from models.evaluate import row_article
 from models.features import n_lexical
+from models.featurize import FeatureCache
 from models.labels import ENCODER_NAME, MODEL_NAME, OUTPUT_SLICES, SIGNALS
 from models.recipe import RECIPES, Heads, Recipe, features_of, fit, groups_of, predictor, targets_of
 from models.rolling import ROLLING_YEARS, rolling_evaluate
@@ -92,8 +97,6 @@ class TrainConfig:
 
 
 def _seed_everything(seed: int) -> None:
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -114,7 +117,7 @@ def _rows_sha256(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def select_recipe(
-    rows: Sequence[dict[str, Any]], base: Recipe, cache: Any, config: TrainConfig
+    rows: Sequence[dict[str, Any]], base: Recipe, cache: FeatureCache, config: TrainConfig
 ) -> tuple[Recipe, dict[str, Any]]:
     """The candidate C with the best mean rolling-origin escalation F1 (ties: macro-F1)."""
     scored = []
@@ -141,9 +144,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     Raises:
         ValueError: an unknown recipe, or no labelled row before the cut-off.
     """
-    from models.encoder import EscalationNet
-    from models.featurize import FeatureCache
-
     started = time.monotonic()
     if config.recipe not in RECIPES:
         raise ValueError(f"unknown recipe {config.recipe!r} ({', '.join(RECIPES)})")
@@ -212,7 +212,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     _export(net, staging, n_lexical(recipe.lexical), recipe.headline_view)
-    shutil.copy2(_encoder_file("tokenizer.json"), staging / "tokenizer.json")
+    shutil.copy2(encoder_dir() / "tokenizer.json", staging / "tokenizer.json")
     _save_hf(staging)
     views = "input and headline" if recipe.headline_view else "input"
     meta: dict[str, Any] = {
@@ -308,10 +308,8 @@ def _serving_agreement(
     }
 
 
-def _export(net: Any, directory: Path, lexical_width: int, headline_view: bool) -> None:
+def _export(net: EscalationNet, directory: Path, lexical_width: int, headline_view: bool) -> None:
     """ONNX export of the whole network (dynamic batch and length)."""
-    import torch
-
     ids = torch.tensor([[101, 2000, 2001, 102], [101, 2000, 102, 0]], dtype=torch.long)
     mask = (ids != 0).long()
     lexical = torch.zeros((2, lexical_width), dtype=torch.float32)
@@ -348,8 +346,6 @@ def _save_hf(directory: Path) -> None:
     placeholder classification layer: the same transformer work per article as
     the served model, but not its head, so its scores mean nothing.
     """
-    from models.encoder import encoder_dir
-
     hf = directory / "hf"
     hf.mkdir()
     cfg = json.loads((encoder_dir() / "config.json").read_text(encoding="utf-8"))
@@ -367,8 +363,6 @@ def _save_hf(directory: Path) -> None:
 
 
 def _quantize(directory: Path) -> Path:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     target = directory / "model.int8.onnx"
     root = logging.getLogger()
     level = root.level
@@ -382,18 +376,10 @@ def _quantize(directory: Path) -> Path:
     return target
 
 
-def _set_head(net: Any, weight: np.ndarray, bias: np.ndarray) -> None:
-    import torch
-
+def _set_head(net: EscalationNet, weight: np.ndarray, bias: np.ndarray) -> None:
     with torch.no_grad():
         net.head.weight.copy_(torch.from_numpy(weight.astype(np.float32)))
         net.head.bias.copy_(torch.from_numpy(bias.astype(np.float32)))
-
-
-def _encoder_file(name: str) -> Path:
-    from models.encoder import encoder_dir
-
-    return encoder_dir() / name
 
 
 def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
@@ -401,9 +387,6 @@ def _write_meta(directory: Path, meta: dict[str, Any]) -> None:
 
 
 def _environment() -> dict[str, str]:
-    import onnxruntime
-    import torch
-
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
