@@ -1,16 +1,15 @@
-"""Subcommands of the classifier: ``newswatch model train|eval`` and ``newswatch classify``.
+"""Subcommands of the classifier: ``newswatch model train|eval``.
 
     newswatch model train [--data PATH...] [--recipe NAME] [--c C] [--no-select]
     newswatch model eval [--data FILE.jsonl...] [--split test|train|all] [--compare V] [--json]
     newswatch model eval --rolling [--data PATH...] [--recipe NAME] [--compare V] [--json]
-    newswatch classify PATH... [--jsonl]
 
 ``model eval`` scores the model, any ``--compare`` versions and the keyword
 baseline on the same rows with `models.evaluate`, with paired bootstrap intervals
 of the model's lead over each; with ``--json`` its last output line is one JSON object.
 ``model eval --rolling`` refits recipes on rolling-origin folds (`models.rolling`).
-``classify`` reads local documents (.txt, .html, .json, .jsonl, .xml) and
-prints one JSON decision per document, without a broker.
+``newswatch classify``, which reads local documents with the file connector's
+reader, is registered by `pipelines.classify_commands`.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,15 +24,16 @@ from typing import Any
 from newswatch.config import add_common_flags, add_flags, load_settings, replace
 from newswatch.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["SERVING_FLAGS", "register"]
 
 logger = logging.getLogger(__name__)
 
-_SERVING_FLAGS = ["artifacts_dir", "version", "batch_size", "threads", "prefilter"]
+#: Model settings that the commands loading a trained artefact take as flags.
+SERVING_FLAGS = ["artifacts_dir", "version", "batch_size", "threads", "prefilter"]
 
 
 def register(subparsers: Any) -> None:
-    """Add ``model`` (train, eval) and ``classify`` to the ``newswatch`` command."""
+    """Add ``model`` (train, eval) to the ``newswatch`` command."""
     model = subparsers.add_parser("model", help="train or evaluate the classifier")
     actions = model.add_subparsers(dest="model_command", required=True, metavar="ACTION")
 
@@ -98,7 +97,7 @@ def register(subparsers: Any) -> None:
 
     evaluate = actions.add_parser("eval", help="score the model and the baseline on labelled rows")
     add_common_flags(evaluate)
-    add_flags(evaluate, "model", _SERVING_FLAGS)
+    add_flags(evaluate, "model", SERVING_FLAGS)
     evaluate.add_argument(
         "--data",
         type=Path,
@@ -146,18 +145,6 @@ def register(subparsers: Any) -> None:
         help="list wrong escalation decisions (default: off; no env variable)",
     )
     evaluate.set_defaults(handler=_eval)
-
-    classify = subparsers.add_parser("classify", help="classify local documents offline")
-    add_common_flags(classify)
-    add_flags(classify, "model", _SERVING_FLAGS)
-    classify.add_argument(
-        "paths",
-        nargs="+",
-        type=Path,
-        metavar="PATH",
-        help="documents (.txt, .html, .json, .jsonl, .xml) or directories of them",
-    )
-    classify.set_defaults(handler=_classify)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -332,55 +319,3 @@ def _eval_rolling(args: argparse.Namespace, settings: Any) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), sort_keys=True))
     return 0
-
-
-def _classify(args: argparse.Namespace) -> int:
-    from models.classifier import EscalationClassifier
-
-    settings = load_settings(args).model
-    articles = []
-    failed = 0
-    for path in _expand(args.paths):
-        try:
-            found, problems = _read(path)
-        except OSError as exc:
-            print(f"newswatch: cannot read {path}: {exc.strerror}", file=sys.stderr)
-            failed += 1
-            continue
-        for problem in problems:
-            print(f"newswatch: {path}: {problem}", file=sys.stderr)
-        failed += len(problems)
-        articles.extend((path, a) for a in found)
-    classifier = EscalationClassifier.load(settings)
-    results = classifier.classify([a for _, a in articles])
-    for (path, article), result in zip(articles, results, strict=True):
-        decision = {"path": str(path), "id": article.id, "title": article.title}
-        decision.update(result.to_dict())
-        print(json.dumps(decision, ensure_ascii=False))
-    return 1 if failed else 0
-
-
-def _expand(paths: list[Path]) -> list[Path]:
-    out: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            out.extend(
-                p
-                for p in sorted(path.rglob("*"))
-                if p.is_file()
-                and p.suffix.lower() in {".txt", ".html", ".htm", ".json", ".jsonl", ".xml"}
-            )
-        else:
-            out.append(path)
-    return out
-
-
-def _read(path: Path) -> tuple[list[Any], list[str]]:
-    """Articles of one file, read as the file connector reads them, and problems as text."""
-    # The CLI reuses the connector's reader so `classify` sees a file exactly as
-    # the pipeline would (title = first line of a .txt, HTML stripped, ...).
-    from connectors.files import read_document
-
-    document = read_document(path)
-    problems = [f"{d.error}: {d.message}" for d in document.bad]
-    return list(document.good), problems

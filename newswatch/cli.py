@@ -36,7 +36,8 @@ _COMMAND_MODULES = (
     "pipelines.commands",  # run, pipeline, alerts
     "pipelines.replay_commands",  # replay
     "connectors.commands",  # ingest
-    "models.commands",  # classify, model train|eval
+    "models.commands",  # model train|eval
+    "pipelines.classify_commands",  # classify
     "newswatch.broker",  # broker start|stop|status
     "web.commands",  # serve, status
     "notifiers.commands",  # notify
