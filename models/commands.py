@@ -10,6 +10,11 @@ of the model's lead over each; with ``--json`` its last output line is one JSON 
 ``model eval --rolling`` refits recipes on rolling-origin folds (`models.rolling`).
 ``newswatch classify``, which reads local documents with the file connector's
 reader, is registered by `pipelines.classify_commands`.
+
+The heavy modules load inside the handlers, so ``newswatch --help`` stays fast:
+`models.train` and `models.recipe` need the train extra (torch, scikit-learn),
+`models.evaluate` and `models.rolling` import scipy.stats (~0.6 s) and
+`models.classifier` onnxruntime.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.baseline import KeywordBaseline
+from models.data import before_cutoff, load_labelled
+from models.labels import could_be_taiwan_related
 from newswatch.config import add_common_flags, add_flags, load_settings, replace
 from newswatch.errors import ConfigError
 
@@ -148,6 +156,7 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    # Lazy (see the module docstring): the train extra, torch and scikit-learn.
     from models.train import TrainConfig, train
 
     settings = load_settings(args).model
@@ -180,7 +189,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from models.baseline import KeywordBaseline
+    # Lazy (see the module docstring): onnxruntime, scipy.stats.
     from models.classifier import EscalationClassifier
     from models.evaluate import (
         RESAMPLES,
@@ -192,7 +201,6 @@ def _eval(args: argparse.Namespace) -> int:
         row_article,
         split_rows,
     )
-    from models.labels import could_be_taiwan_related
 
     settings = load_settings(args).model
     if args.rolling:
@@ -264,8 +272,8 @@ def _eval(args: argparse.Namespace) -> int:
 
 def _eval_rolling(args: argparse.Namespace, settings: Any) -> int:
     """``model eval --rolling``: recipes refitted on rolling-origin folds, with the baseline."""
+    # Lazy (see the module docstring): the train extra, scipy.stats.
     from models.classifier import resolve_artifact
-    from models.data import before_cutoff, load_labelled
     from models.featurize import FeatureCache
     from models.recipe import RECIPES, predictor, recipe_from_meta
     from models.rolling import rolling_evaluate
