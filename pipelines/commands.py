@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 import threading
@@ -29,7 +28,7 @@ from newswatch.broker import LocalBroker
 from newswatch.config import PROJECT_ROOT, Settings, add_common_flags, add_flags, load_settings
 from newswatch.errors import ConfigError
 from newswatch.health import add_metrics_flags, worker_endpoint
-from newswatch.schemas import Story
+from newswatch.schemas import Alert, Story
 from newswatch.topics import ensure_topics, make_consumer
 from notifiers.companion import RunCompanion
 
@@ -297,13 +296,13 @@ def _follow_unique(
 
 def read_alerts(
     settings: Settings, *, from_beginning: bool, until_idle: bool, poll_timeout: float = 1.0
-) -> Iterator[dict]:
-    """Alerts from the alerts topic as dicts, each alert id once (dedup at the sink)."""
+) -> Iterator[Alert]:
+    """Alerts from the alerts topic, each alert id once (dedup at the sink)."""
     return _follow_unique(
         settings,
         settings.kafka.alerts_topic,
-        json.loads,
-        lambda alert: alert.get("alert_id") if isinstance(alert, dict) else None,
+        Alert.from_bytes,
+        lambda alert: alert.alert_id,
         from_beginning=from_beginning,
         until_idle=until_idle,
         poll_timeout=poll_timeout,
@@ -357,7 +356,7 @@ def _alerts_command(args: argparse.Namespace) -> int:
             for alert in read_alerts(
                 settings, from_beginning=args.from_beginning, until_idle=args.until_idle
             ):
-                print(json.dumps(alert, ensure_ascii=False), flush=True)
+                print(alert.to_json(), flush=True)
         except BrokenPipeError:
             pass
     return 0
