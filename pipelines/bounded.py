@@ -49,6 +49,7 @@ from pipelines.index import EscalationIndex, IndexSpec
 from pipelines.kafkaio import KafkaRecord, OutboundMessage
 from pipelines.replay import ReplayOptions, ReplayResult
 from pipelines.replay_publisher import SentArticle
+from pipelines.report import write_report
 from pipelines.stories import AssignStories
 from pipelines.transforms import ClassifyArticles, DecodeArticles, RouteOutcomesFn
 
@@ -220,5 +221,5 @@ def replay_bounded(
         seconds=time.monotonic() - began,
     )
     if options.report_dir is not None:
-        replayed.report_path = backtest.write_report(replayed, Path(options.report_dir))
+        replayed.report_path = write_report(replayed, Path(options.report_dir))
     return replayed

@@ -72,6 +72,7 @@ from pipelines.replay_topics import (
     index_topic,
     replay_settings,
 )
+from pipelines.report import write_report
 
 __all__ = [
     "REPLAY_LATENESS",
@@ -272,7 +273,7 @@ def replay(
         counters=dict(report.counters) if report is not None else {},
     )
     if options.report_dir is not None:
-        result.report_path = backtest.write_report(result, Path(options.report_dir))
+        result.report_path = write_report(result, Path(options.report_dir))
     return result
 
 
