@@ -19,13 +19,13 @@ Usage::
     print(broker.bootstrap_servers)
     broker.stop()
 
-or ``newswatch broker start|stop|status``. `LocalCluster` runs several such nodes
-as one replicated cluster on loopback (for failover tests and ``bench/chaos``).
+or ``newswatch broker start|stop|status`` (`newswatch.broker_commands`).
+`newswatch.cluster.LocalCluster` runs several such nodes as one replicated
+cluster on loopback.
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import contextlib
 import fcntl
@@ -37,19 +37,17 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from kafka import errors as kafka_errors
 
-from newswatch.config import BrokerSettings, add_common_flags, add_flags, load_settings, replace
+from newswatch.config import BrokerSettings
 from newswatch.errors import BrokerError
 from newswatch.topics import MAX_MESSAGE_BYTES, make_admin
 
-__all__ = ["BrokerStatus", "LocalBroker", "LocalCluster", "register"]
+__all__ = ["BrokerStatus", "LocalBroker", "new_cluster_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +302,7 @@ class LocalBroker:
         path = self.data_dir / "cluster.id"
         if path.exists():
             return path.read_text(encoding="ascii").strip()
-        cluster_id = _new_cluster_id()
+        cluster_id = new_cluster_id()
         path.write_text(cluster_id + "\n", encoding="ascii")
         return cluster_id
 
@@ -496,68 +494,7 @@ class LocalBroker:
         return _tail(self._log_text()) or "(empty)"
 
 
-class LocalCluster:
-    """Several KRaft nodes on loopback forming one cluster, each broker and controller.
-
-    Node ``i`` (from 1) keeps its data in ``<data_dir>/node<i>`` and listens on
-    the ``i``-th pair of ``ports`` (client, controller). Internal topics are
-    replicated to min(nodes, 3) nodes and, from three nodes on,
-    ``min.insync.replicas`` is 2: topics created with replication factor 3 keep
-    taking ``acks=all`` writes, and lose none, while any one node is down.
-    """
-
-    def __init__(self, settings: BrokerSettings, ports: Sequence[tuple[int, int]]) -> None:
-        voters = ",".join(f"{i}@127.0.0.1:{c}" for i, (_, c) in enumerate(ports, 1))
-        root = Path(settings.data_dir)
-        self.nodes = [
-            LocalBroker(
-                replace(
-                    settings, data_dir=root / f"node{i}", port=port, controller_port=controller
-                ),
-                node_id=i,
-                voters=voters,
-            )
-            for i, (port, controller) in enumerate(ports, 1)
-        ]
-
-    @property
-    def bootstrap_servers(self) -> str:
-        return ",".join(node.bootstrap_servers for node in self.nodes)
-
-    def __enter__(self) -> LocalCluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Start all nodes together (none is ready before a quorum of them runs).
-
-        Raises:
-            BrokerError: as `LocalBroker.start`, for the first node that failed;
-                the others are stopped again.
-        """
-        ids = [n.data_dir / "cluster.id" for n in self.nodes]
-        known = [p.read_text(encoding="ascii").strip() for p in ids if p.exists()]
-        cluster_id = known[0] if known else _new_cluster_id()
-        for path in ids:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(cluster_id + "\n", encoding="ascii")
-        with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="kafka-node") as pool:
-            starts = [pool.submit(node.start) for node in self.nodes]
-        failed = [f.exception() for f in starts if f.exception() is not None]
-        if failed:
-            self.stop()
-            raise failed[0]
-
-    def stop(self, timeout: float = 30) -> None:
-        """Stop all nodes together: a last node alone would wait for its lost quorum."""
-        with ThreadPoolExecutor(len(self.nodes), thread_name_prefix="kafka-node") as pool:
-            list(pool.map(lambda node: node.stop(timeout), self.nodes))
-
-
-def _new_cluster_id() -> str:
+def new_cluster_id() -> str:
     """A Kafka cluster id: URL-safe base64 of a random UUID, as ``StorageTool random-uuid``."""
     while True:
         text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode("ascii").rstrip("=")
@@ -594,49 +531,3 @@ def _bindable(port: int) -> bool:
 
 def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-# -- command line -------------------------------------------------------------
-
-
-def register(subparsers: Any) -> None:
-    """Add ``newswatch broker start|stop|status``."""
-    parser = subparsers.add_parser("broker", help="run the embedded single-node Kafka broker")
-    actions = parser.add_subparsers(dest="broker_command", required=True, metavar="ACTION")
-    for name, handler, summary in (
-        ("start", _start_command, "start the broker (no-op if it runs) and wait until ready"),
-        ("stop", _stop_command, "stop the broker cleanly"),
-        ("status", _status_command, "show whether the broker runs; exit 1 if not"),
-    ):
-        action = actions.add_parser(name, help=summary, description=summary)
-        add_common_flags(action)
-        add_flags(action, "broker", list(BrokerSettings.model_fields))
-        action.set_defaults(handler=handler)
-
-
-def _start_command(args: argparse.Namespace) -> int:
-    broker = LocalBroker(load_settings(args).broker)
-    began = time.monotonic()
-    if broker.start():
-        print(
-            f"Kafka broker ready at {broker.bootstrap_servers} "
-            f"in {time.monotonic() - began:.1f} s (data in {broker.data_dir})"
-        )
-    else:
-        print(f"Kafka broker already running at {broker.bootstrap_servers}")
-    return 0
-
-
-def _stop_command(args: argparse.Namespace) -> int:
-    broker = LocalBroker(load_settings(args).broker)
-    if broker.stop():
-        print(f"Kafka broker stopped (data in {broker.data_dir})")
-    else:
-        print(f"no Kafka broker running from {broker.data_dir}")
-    return 0
-
-
-def _status_command(args: argparse.Namespace) -> int:
-    status = LocalBroker(load_settings(args).broker).status()
-    print(f"Kafka broker {status}")
-    return 0 if status.running else 1

@@ -38,7 +38,7 @@ _COMMAND_MODULES = (
     "connectors.commands",  # ingest
     "models.commands",  # model train|eval
     "pipelines.classify_commands",  # classify
-    "newswatch.broker",  # broker start|stop|status
+    "newswatch.broker_commands",  # broker start|stop|status
     "web.commands",  # serve, status
     "notifiers.commands",  # notify
 )

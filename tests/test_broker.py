@@ -10,8 +10,9 @@ import pytest
 from kafka import TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from newswatch.broker import LocalBroker, LocalCluster
+from newswatch.broker import LocalBroker
 from newswatch.cli import main
+from newswatch.cluster import LocalCluster
 from newswatch.config import BrokerSettings, Settings, load_settings, replace
 from newswatch.errors import BrokerError
 from newswatch.topics import ensure_topics, make_admin, make_consumer, make_producer
