@@ -22,7 +22,8 @@ from typing import Any
 
 from connectors.service import run_connectors, sources
 from newswatch.broker import LocalBroker
-from newswatch.config import add_common_flags, add_flags, load_settings
+from newswatch.config import load_settings
+from newswatch.flags import add_common_flags, add_flags
 from newswatch.signals import stop_on_signals
 from newswatch.topics import ensure_topics
 

@@ -29,8 +29,9 @@ from typing import Any
 from models.baseline import KeywordBaseline
 from models.data import before_cutoff, load_labelled
 from models.labels import could_be_taiwan_related
-from newswatch.config import add_common_flags, add_flags, load_settings, replace
+from newswatch.config import load_settings, replace
 from newswatch.errors import ConfigError
+from newswatch.flags import add_common_flags, add_flags
 
 __all__ = ["SERVING_FLAGS", "register"]
 

@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from newswatch.broker import LocalBroker
-from newswatch.config import BrokerSettings, add_common_flags, add_flags, load_settings
+from newswatch.config import BrokerSettings, load_settings
+from newswatch.flags import add_common_flags, add_flags
 
 __all__ = ["register"]
 

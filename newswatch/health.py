@@ -33,8 +33,9 @@ from kafka import errors as kafka_errors
 
 from newswatch import metrics
 from newswatch.access import OPEN_PATHS, Credentials, require_credentials
-from newswatch.config import Settings, add_flags
+from newswatch.config import Settings
 from newswatch.errors import ConfigError
+from newswatch.flags import add_flags
 from newswatch.topics import make_consumer, topic_specs
 
 __all__ = [

@@ -18,7 +18,8 @@ from typing import Any
 
 from connectors.files import read_document
 from models.commands import SERVING_FLAGS
-from newswatch.config import add_common_flags, add_flags, load_settings
+from newswatch.config import load_settings
+from newswatch.flags import add_common_flags, add_flags
 
 __all__ = ["register"]
 

@@ -25,8 +25,9 @@ from kafka import TopicPartition
 
 from connectors.service import run_connectors
 from newswatch.broker import LocalBroker
-from newswatch.config import PROJECT_ROOT, Settings, add_common_flags, add_flags, load_settings
+from newswatch.config import PROJECT_ROOT, Settings, load_settings
 from newswatch.errors import ConfigError
+from newswatch.flags import add_common_flags, add_flags
 from newswatch.health import add_metrics_flags, worker_endpoint
 from newswatch.schemas import Alert, Story
 from newswatch.topics import ensure_topics, make_consumer

@@ -16,7 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from newswatch.config import add_common_flags, add_flags, load_settings
+from newswatch.config import load_settings
+from newswatch.flags import add_common_flags, add_flags
 from newswatch.schemas import parse_time
 from pipelines.commands import embedded_broker
 

@@ -1,6 +1,6 @@
 """Every option of every subcommand explains itself in ``--help``.
 
-Options made from settings fields (`newswatch.config.add_flags`) show the
+Options made from settings fields (`newswatch.flags.add_flags`) show the
 field's docstring, its default and its environment variable; so every field of
 every settings section needs a docstring.
 """

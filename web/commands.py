@@ -17,8 +17,9 @@ from typing import Any
 import uvicorn
 
 from newswatch.access import Credentials, require_credentials
-from newswatch.config import Settings, add_common_flags, add_flags, load_settings
+from newswatch.config import Settings, load_settings
 from newswatch.errors import ConfigError
+from newswatch.flags import add_common_flags, add_flags
 from web.app import Services, close_streams, create_app
 from web.status import broker_ok, collect_status, format_status, status_json
 
