@@ -229,7 +229,7 @@ def test_web_metrics_count_the_records_the_page_read(settings: Settings, serve_p
     assert value(samples, "newswatch_web_held", kind="dead_letter") == 3
     assert value(samples, "newswatch_web_held", kind="decision") == 5
     assert "unreadable story record at" in page.output()
-    assert "severity has type str" in page.output()
+    assert "Story: severity must be int, not str" in page.output()
     assert "3</strong> stories" in page.text("/")  # the page renders without them
 
 
