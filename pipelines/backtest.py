@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from connectors.fields import canonical_url
-from models.evaluate import evaluate, load_rows
+from models.evaluate import EvalReport, evaluate, load_rows
 from newswatch.config import Settings
 from newswatch.schemas import (
     SIGNAL_TYPES,
@@ -33,10 +33,11 @@ from newswatch.schemas import (
     parse_seconds,
 )
 from newswatch.topics import read_topic
+from pipelines.archive import SourceStats
 from pipelines.index import latest_points
 from pipelines.story_eval import bcubed, load_story_labels, trivial_groupings
 
-__all__ = ["AlertRow", "Backtest", "collect", "label_metrics", "story_metrics"]
+__all__ = ["AlertRow", "Backtest", "ReplayResult", "collect", "label_metrics", "story_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,8 @@ class Backtest:
     index_missing: int = 0
     """Classified articles absent from the daily index (arrived later than allowed)."""
     sent: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    metrics: Any = None
-    """`models.evaluate.EvalReport` when labels were given."""
+    metrics: EvalReport | None = None
+    """Scores of the decisions when labels were given."""
     labels_matched: list[dict[str, Any]] = field(default_factory=list, repr=False)
     labels_unmatched: int = 0
     misses: list[dict[str, Any]] = field(default_factory=list)
@@ -295,3 +296,55 @@ def _label_row(row: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
         "predicted_signals": list(decision.signals),
         "escalation_score": decision.escalation_score,
     }
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did and found."""
+
+    run_id: str
+    kept_topics: list[str]
+    """The replay's topics, if kept (--keep-topics); else empty, they were deleted."""
+    stats: SourceStats
+    backtest: Backtest
+    publish_seconds: float = 0.0
+    pipeline_seconds: float = 0.0
+    seconds: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+    report_path: Path | None = None
+
+    @property
+    def articles_per_second(self) -> float:
+        """Classified articles per second of the pipeline phase."""
+        done = self.backtest.decisions_count
+        return done / self.pipeline_seconds if self.pipeline_seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """The closing lines printed by ``newswatch replay``."""
+        s, b = self.stats, self.backtest
+        lines = [
+            f"replay {self.run_id}: {s.articles:,} articles from {s.files:,} files "
+            f"({s.snapshots:,} feed snapshots; {s.entries:,} entries read, "
+            f"{s.repeats:,} repeats of an article already seen)",
+            f"  event time fell back to capture time for {s.fallbacks:,} articles "
+            "(no publication time in the source)",
+            f"  classified {b.decisions_count:,}, alerts {len(b.alerts):,} "
+            f"(duplicate alert records {b.duplicate_alerts:,}), dead letters "
+            f"{b.dead_letter_count:,} (sources {s.dead_letters:,}, of which future-dated "
+            f"{s.future:,}), outside --from/--to {s.out_of_range:,}",
+            f"  index: {len(b.index_points):,} windows; classified articles missing from it "
+            f"(later than the allowed lateness): {b.index_missing:,}",
+            f"  duration {self.seconds:.1f} s (publish {self.publish_seconds:.1f} s, pipeline "
+            f"{self.pipeline_seconds:.1f} s), {self.articles_per_second:,.1f} articles/s",
+        ]
+        if b.metrics is not None:
+            m = b.metrics.escalation
+            lines.append(
+                f"  labels: {b.metrics.n} rows matched, escalation precision {m.precision:.3f} "
+                f"recall {m.recall:.3f} F1 {m.f1:.3f} ({b.labels_unmatched} rows not replayed)"
+            )
+        if self.report_path is not None:
+            lines.append(f"  report: {self.report_path}")
+        if self.kept_topics:
+            lines.append(f"  topics kept: {', '.join(self.kept_topics)}")
+        return "\n".join(lines)

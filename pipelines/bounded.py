@@ -44,10 +44,11 @@ from newswatch.errors import ConfigError
 from newswatch.schemas import DeadLetter, IndexPoint
 from pipelines import backtest
 from pipelines.archive import ReplayItem, SourceStats, iter_sources
+from pipelines.backtest import ReplayResult
 from pipelines.daskrunner import BoundedDaskRunner, local_cluster
 from pipelines.index import EscalationIndex, IndexSpec
 from pipelines.kafkaio import KafkaRecord, OutboundMessage
-from pipelines.replay import ReplayOptions, ReplayResult
+from pipelines.replay import ReplayOptions
 from pipelines.replay_publisher import SentArticle
 from pipelines.report import write_report
 from pipelines.stories import AssignStories
@@ -127,7 +128,7 @@ def replay_bounded(
     model_handler: Any = None,
     index: IndexSpec | None = None,
 ) -> ReplayResult:
-    """Replay ``options.sources`` as one bounded job on Dask; a `pipelines.replay.ReplayResult`.
+    """Replay ``options.sources`` as one bounded job on Dask; a `ReplayResult`.
 
     Args:
         settings: The replay's settings (`pipelines.replay.replay_settings`): its

@@ -49,7 +49,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -61,6 +61,7 @@ from newswatch.errors import BrokerError, ConfigError
 from newswatch.schemas import DeadLetter
 from pipelines import backtest
 from pipelines.archive import ReplayItem, SourceStats, iter_sources
+from pipelines.backtest import ReplayResult
 from pipelines.classify import run as run_pipeline
 from pipelines.index import IndexSpec
 from pipelines.replay_progress import PipelineProgress, Progress
@@ -78,7 +79,6 @@ __all__ = [
     "REPLAY_LATENESS",
     "REPLAY_LATE_EVERY",
     "ReplayOptions",
-    "ReplayResult",
     "new_run_id",
     "replay",
 ]
@@ -123,59 +123,6 @@ class ReplayOptions:
     """
     progress_interval: float | None = None
     """Seconds between progress lines (default: 0.2 s on a terminal, 10 s otherwise)."""
-
-
-@dataclass
-class ReplayResult:
-    """What a replay did and found."""
-
-    run_id: str
-    kept_topics: list[str]
-    """The replay's topics, if kept (--keep-topics); else empty, they were deleted."""
-    stats: SourceStats
-    backtest: Any
-    """A `pipelines.backtest.Backtest`."""
-    publish_seconds: float = 0.0
-    pipeline_seconds: float = 0.0
-    seconds: float = 0.0
-    counters: dict[str, int] = field(default_factory=dict)
-    report_path: Path | None = None
-
-    @property
-    def articles_per_second(self) -> float:
-        """Classified articles per second of the pipeline phase."""
-        done = self.backtest.decisions_count
-        return done / self.pipeline_seconds if self.pipeline_seconds > 0 else 0.0
-
-    def summary(self) -> str:
-        """The closing lines printed by ``newswatch replay``."""
-        s, b = self.stats, self.backtest
-        lines = [
-            f"replay {self.run_id}: {s.articles:,} articles from {s.files:,} files "
-            f"({s.snapshots:,} feed snapshots; {s.entries:,} entries read, "
-            f"{s.repeats:,} repeats of an article already seen)",
-            f"  event time fell back to capture time for {s.fallbacks:,} articles "
-            "(no publication time in the source)",
-            f"  classified {b.decisions_count:,}, alerts {len(b.alerts):,} "
-            f"(duplicate alert records {b.duplicate_alerts:,}), dead letters "
-            f"{b.dead_letter_count:,} (sources {s.dead_letters:,}, of which future-dated "
-            f"{s.future:,}), outside --from/--to {s.out_of_range:,}",
-            f"  index: {len(b.index_points):,} windows; classified articles missing from it "
-            f"(later than the allowed lateness): {b.index_missing:,}",
-            f"  duration {self.seconds:.1f} s (publish {self.publish_seconds:.1f} s, pipeline "
-            f"{self.pipeline_seconds:.1f} s), {self.articles_per_second:,.1f} articles/s",
-        ]
-        if b.metrics is not None:
-            m = b.metrics.escalation
-            lines.append(
-                f"  labels: {b.metrics.n} rows matched, escalation precision {m.precision:.3f} "
-                f"recall {m.recall:.3f} F1 {m.f1:.3f} ({b.labels_unmatched} rows not replayed)"
-            )
-        if self.report_path is not None:
-            lines.append(f"  report: {self.report_path}")
-        if self.kept_topics:
-            lines.append(f"  topics kept: {', '.join(self.kept_topics)}")
-        return "\n".join(lines)
 
 
 def new_run_id() -> str:

@@ -37,7 +37,7 @@ from newswatch.schemas import (
     parse_seconds,
     parse_time,
 )
-from pipelines.backtest import AlertRow, Backtest
+from pipelines.backtest import AlertRow, Backtest, ReplayResult
 
 __all__ = ["write_report"]
 
@@ -54,11 +54,11 @@ _COLOURS = {
 }
 
 
-def write_report(result: Any, directory: Path) -> Path:
+def write_report(result: ReplayResult, directory: Path) -> Path:
     """Write ``report.html``, its PNG plots and ``summary.json`` to ``directory``.
 
     Args:
-        result: A `pipelines.replay.ReplayResult`.
+        result: The replay's results.
         directory: Created if missing; files of an earlier report are replaced.
 
     Returns:
@@ -99,7 +99,7 @@ def _write_jsonl(path: Path, records: Iterable[Any]) -> None:
             handle.write(record.to_json() + "\n")
 
 
-def _summary(result: Any) -> dict[str, Any]:
+def _summary(result: ReplayResult) -> dict[str, Any]:
     backtest: Backtest = result.backtest
     stats = result.stats
     latencies = [r.latency for r in backtest.alerts if r.latency is not None]
@@ -345,7 +345,7 @@ def _plot_latency(backtest: Backtest) -> bytes | None:
     return _png(figure)
 
 
-def _html(result: Any, summary: dict[str, Any], images: dict[str, str]) -> str:
+def _html(result: ReplayResult, summary: dict[str, Any], images: dict[str, str]) -> str:
     """The report page: ``templates/report.html`` over the replay's results."""
     backtest: Backtest = result.backtest
     return (
