@@ -1,8 +1,11 @@
 """Waiting out a broker that cannot be reached, the same way everywhere (tenacity).
 
 `retry_kafka` runs an attempt again on Kafka errors with exponential backoff
-(0.5 s doubling to 10 s), logging each retry, for up to ``seconds`` (None: until
-it succeeds); errors in ``final`` and other exceptions are raised at once.
+(0.5 s doubling to 10 s), logging each retry, for up to ``seconds`` (default
+300 s: a broker restart; longer outages fail the bundle and a restarted worker
+resumes from the last committed offsets; None: until it succeeds); errors in
+``final`` (a commit refused to a fenced member) and other exceptions are raised
+at once.
 
 Example::
 

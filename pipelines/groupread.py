@@ -40,6 +40,7 @@ from kafka import errors as kafka_errors
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 from newswatch import metrics
+from newswatch.retry import retry_kafka
 from newswatch.topics import make_consumer
 from pipelines import kafkaio
 from pipelines.kafkaio import KafkaRecord
@@ -188,7 +189,7 @@ class GroupMember:
             return False
         tp = TopicPartition(topic, partition)
         try:
-            kafkaio.retrying(
+            retry_kafka(
                 f"offset commit of {topic}/{partition}@{offset}",
                 lambda: self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1)}),
                 final=(kafka_errors.CommitFailedError, kafka_errors.RebalanceInProgressError),

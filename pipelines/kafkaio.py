@@ -52,7 +52,6 @@ __all__ = [
     "request_stop",
     "reset_ledgers",
     "reset_stop",
-    "retrying",
     "start_ledger",
     "stop_requested",
 ]
@@ -173,20 +172,6 @@ def plan_partitions(
         return specs
     finally:
         consumer.close()
-
-
-#: Seconds a Kafka client is created or an offset commit retried while the broker
-#: cannot be reached (a broker restart); longer outages fail the bundle, and a
-#: restarted worker resumes from the last committed offsets.
-RETRY_SECONDS = 300.0
-
-
-def retrying(what: str, attempt: Callable[[], T], final: tuple[type[Exception], ...] = ()) -> T:
-    """``attempt()``, retried with backoff on Kafka errors for up to `RETRY_SECONDS`.
-
-    Errors in ``final`` (a commit refused to a fenced member) are raised at once.
-    """
-    return retry_kafka(what, attempt, seconds=RETRY_SECONDS, final=final)
 
 
 #: Seconds a partition reader waits before it tries an unreachable broker again.
@@ -384,7 +369,7 @@ class WriteToKafkaFn(beam.DoFn):
         self._written = Metrics.counter(metrics.NAMESPACE, "records_written")
 
     def setup(self) -> None:
-        self._producer = retrying(
+        self._producer = retry_kafka(
             "producer", lambda: make_producer(self._bootstrap_servers, **self._producer_config)
         )
 
@@ -566,7 +551,7 @@ class CommitOffsetsFn(beam.DoFn):
         self._commits = Metrics.counter(metrics.NAMESPACE, "offset_commits")
 
     def setup(self) -> None:
-        self._consumer = retrying(
+        self._consumer = retry_kafka(
             "offset committer",
             lambda: make_consumer(self._bootstrap_servers, group_id=self._group_id),
         )
@@ -603,7 +588,7 @@ class CommitOffsetsFn(beam.DoFn):
             self._consumer.commit({tp: OffsetAndMetadata(offset, "", -1)})
             return True
 
-        return retrying(f"offset commit of {key}@{offset}", attempt)
+        return retry_kafka(f"offset commit of {key}@{offset}", attempt)
 
     def teardown(self) -> None:
         consumer = getattr(self, "_consumer", None)
