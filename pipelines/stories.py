@@ -321,7 +321,8 @@ class AssignStories(beam.PTransform):
         else:
             storied = (
                 taiwan
-                | "AtEventTime" >> beam.Map(_at_event_time)
+                # A str key: a deterministic key coder for the state and timer.
+                | "AtEventTime" >> beam.Map(_at_event_time).with_output_types(tuple[str, Any])
                 | "InEventTimeOrder" >> beam.ParDo(self._fn)
             )
         return (passed, storied) | "WithStories" >> beam.Flatten()
