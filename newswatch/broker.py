@@ -1,4 +1,4 @@
-"""The embedded Kafka broker (KRaft, combined broker and controller), and local clusters.
+"""The embedded Kafka broker: one KRaft node (combined broker and controller) on loopback.
 
 ``newswatch`` runs against any Kafka cluster; without ``kafka.bootstrap_servers``
 it starts this one: the jars fetched by ``deploy/setup.sh`` into
