@@ -47,7 +47,8 @@ from pipelines.archive import ReplayItem, SourceStats, iter_sources
 from pipelines.backtest import ReplayResult
 from pipelines.daskrunner import BoundedDaskRunner, local_cluster
 from pipelines.index import EscalationIndex, IndexSpec
-from pipelines.kafkaio import KafkaRecord, OutboundMessage
+from pipelines.kafka_read import KafkaRecord
+from pipelines.kafka_write import OutboundMessage
 from pipelines.replay import ReplayOptions
 from pipelines.replay_publisher import SentArticle
 from pipelines.report import write_report

@@ -30,15 +30,12 @@ from models.handler import EscalationModelHandler
 from newswatch.config import Settings
 from newswatch.errors import ConfigError
 from newswatch.signals import interrupted, stop_on_signals
-from pipelines import kafkaio
+from pipelines import kafka_read, offsets
 from pipelines.groupread import GroupSpec, ReadFromConsumerGroup, close_members, on_handover
 from pipelines.index import EscalationIndex, IndexSpec, WriteIndexFn
-from pipelines.kafkaio import (
-    CommitOffsetsFn,
-    ReadFromKafkaPartitions,
-    WriteToKafkaFn,
-    plan_partitions,
-)
+from pipelines.kafka_read import ReadFromKafkaPartitions, plan_partitions
+from pipelines.kafka_write import WriteToKafkaFn
+from pipelines.offsets import CommitOffsetsFn
 from pipelines.prism import PrismJobService
 from pipelines.stories import AssignStories, reset_books
 from pipelines.transforms import (
@@ -175,7 +172,7 @@ def articles_source(settings: Settings, *, until_idle: bool = False) -> beam.PTr
         for p in plan_partitions(servers, topic, kafka.group_id, until_end=True)
     ]
     for p in partitions:
-        kafkaio.start_ledger((servers, kafka.group_id, p.topic, p.partition), p.start)
+        offsets.start_ledger((servers, kafka.group_id, p.topic, p.partition), p.start)
     logger.info(
         "pipeline reading %s",
         ", ".join(f"{p.topic}/{p.partition}@{p.start}..{p.stop}" for p in partitions),
@@ -264,8 +261,8 @@ def run(
     """
     stop = stop or threading.Event()
     threading.excepthook = _quiet_state_stream_end
-    kafkaio.reset_stop()
-    kafkaio.reset_ledgers()
+    kafka_read.reset_stop()
+    offsets.reset_ledgers()
     reset_books()
     watcher = threading.Thread(
         target=_forward_stop, args=(stop,), name="pipeline-stop", daemon=True
@@ -331,7 +328,7 @@ _PREVIOUS_EXCEPTHOOK = threading.excepthook
 
 def _forward_stop(stop: threading.Event) -> None:
     stop.wait()
-    kafkaio.request_stop()
+    kafka_read.request_stop()
 
 
 #: What the first SIGINT/SIGTERM does to a run (`newswatch.signals`); a second exits at once.

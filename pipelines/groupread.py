@@ -11,7 +11,7 @@ worker's `GroupMember`; each call polls the member's current assignment. A
 partition newly assigned is paused until its start is known (the group's
 committed offset), so every record carries the offsets it settles
 (`KafkaRecord.claimed_from`), exactly as with a fixed plan. Offsets are
-committed through the member (`pipelines.kafkaio.CommitOffsetsFn`), which fences
+committed through the member (`pipelines.offsets.CommitOffsetsFn`), which fences
 them twice: the member commits only partitions it holds, and the broker refuses
 a commit from a member of a past generation (`CommitFailedError`), so a worker
 that lost its partitions while it stalled cannot overwrite its successor's
@@ -42,8 +42,8 @@ from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from newswatch import metrics
 from newswatch.retry import retry_kafka
 from newswatch.topics import make_consumer
-from pipelines import kafkaio
-from pipelines.kafkaio import KafkaRecord
+from pipelines import kafka_read, offsets
+from pipelines.kafka_read import KafkaRecord
 
 __all__ = [
     "GroupMember",
@@ -143,7 +143,7 @@ class GroupMember:
                     continue
                 self._new.discard(tp)
                 self._next[tp] = start
-            kafkaio.start_ledger(self._ledger_key(tp), start)
+            offsets.start_ledger(self._ledger_key(tp), start)
             self.consumer.resume(tp)
             logger.info("reading %s/%d from offset %d", tp.topic, tp.partition, start)
 
@@ -156,7 +156,7 @@ class GroupMember:
         now = Timestamp.now() - Duration(seconds=1)
         for record in read:
             tp = TopicPartition(record.topic, record.partition)
-            self._progress[tp] = kafkaio.event_time(record.timestamp_ms)
+            self._progress[tp] = kafka_read.event_time(record.timestamp_ms)
         with self._lock:
             held = list(self._next) + list(self._new)
         marks = []
@@ -219,7 +219,7 @@ class GroupMember:
         with self._lock:
             positions = {tp: self._next[tp] for tp in partitions if tp in self._next}
         for tp, position in positions.items():
-            committed = kafkaio.committed_offset(self._ledger_key(tp))
+            committed = offsets.committed_offset(self._ledger_key(tp))
             if committed is not None and committed < position:
                 left[tp] = position - committed
         return left
@@ -298,7 +298,7 @@ def member(spec: GroupSpec) -> GroupMember:
         found = _MEMBERS.get(spec)
         if found is None:
             found = _MEMBERS[spec] = GroupMember(spec)
-            kafkaio.register_group_committer((spec.bootstrap_servers, spec.group_id), found.commit)
+            offsets.register_group_committer((spec.bootstrap_servers, spec.group_id), found.commit)
         return found
 
 
@@ -310,7 +310,7 @@ def close_members(*, drained: bool = True) -> None:
         _MEMBERS.clear()
         _HANDOVER_CALLBACKS.clear()
     for found in members:
-        kafkaio.register_group_committer((found.spec.bootstrap_servers, found.spec.group_id), None)
+        offsets.register_group_committer((found.spec.bootstrap_servers, found.spec.group_id), None)
         if not drained:
             found.handover_timeout = 0.0
         try:
@@ -319,7 +319,7 @@ def close_members(*, drained: bool = True) -> None:
             logger.warning("leaving group %s failed", found.spec.group_id, exc_info=True)
 
 
-class _PollCounter(kafkaio.CheckpointOnlyRestrictions):
+class _PollCounter(kafka_read.CheckpointOnlyRestrictions):
     """Restriction over poll numbers: the read position lives in the member."""
 
     def initial_restriction(self, element: GroupSpec) -> OffsetRange:
@@ -342,7 +342,7 @@ class _ReadGroupFn(beam.DoFn):
         watermark=beam.DoFn.WatermarkEstimatorParam(ManualWatermarkEstimator.default_provider()),
     ) -> Iterator[beam.window.TimestampedValue]:
         restriction = tracker.current_restriction()
-        if kafkaio.stop_requested():
+        if kafka_read.stop_requested():
             tracker.try_claim(restriction.stop)  # claims nothing; marks the read done
             return
         if not tracker.try_claim(restriction.start):
@@ -353,13 +353,13 @@ class _ReadGroupFn(beam.DoFn):
             mark = group.watermark(records)
         except kafka_errors.KafkaError as exc:
             logger.warning("cannot read %s (%s); retrying", ", ".join(spec.topics), exc)
-            tracker.defer_remainder(kafkaio.RECONNECT_DELAY)
+            tracker.defer_remainder(kafka_read.RECONNECT_DELAY)
             return
         for record in records:
             if record.topic == spec.topics[0]:  # the articles topic; the others are hand-offs
                 metrics.ARTICLES_READ.inc()
             self._records.inc()
-            yield beam.window.TimestampedValue(record, kafkaio.event_time(record.timestamp_ms))
+            yield beam.window.TimestampedValue(record, kafka_read.event_time(record.timestamp_ms))
         current = watermark.current_watermark()
         if mark is not None and (current is None or mark > current):
             watermark.set_watermark(mark)

@@ -38,7 +38,7 @@ from newswatch.schemas import (
     StoryAlert,
 )
 from newswatch.topics import read_topic
-from pipelines.kafkaio import OutboundMessage
+from pipelines.kafka_write import OutboundMessage
 from pipelines.storybook import StoryBook, StoryChange, article_time
 
 __all__ = [

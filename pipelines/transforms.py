@@ -26,7 +26,9 @@ from newswatch.schemas import (
     Decision,
     SchemaError,
 )
-from pipelines.kafkaio import KafkaRecord, OutboundMessage, OutboundRecord, OutcomeAck
+from pipelines.kafka_read import KafkaRecord
+from pipelines.kafka_write import OutboundMessage, OutboundRecord
+from pipelines.offsets import OutcomeAck
 
 __all__ = [
     "ClassifyArticles",

@@ -17,7 +17,7 @@ from models.handler import EscalationModelHandler
 from newswatch.config import Settings
 from newswatch.schemas import Alert, DeadLetter, Decision
 from pipelines.classify import classify_records
-from pipelines.kafkaio import KafkaRecord
+from pipelines.kafka_read import KafkaRecord
 from tests.articles import non_taiwan_articles, seed_article
 
 

@@ -10,7 +10,7 @@ import pytest
 from kafka import TopicPartition
 
 from newswatch.topics import make_consumer, make_producer
-from pipelines import kafkaio
+from pipelines import offsets
 from pipelines.groupread import GroupMember, GroupSpec
 
 
@@ -48,7 +48,7 @@ def _held(member: GroupMember) -> set[int]:
 
 @pytest.fixture
 def spec(settings) -> GroupSpec:
-    kafkaio.reset_ledgers()
+    offsets.reset_ledgers()
     return GroupSpec(
         settings.bootstrap_servers,
         (settings.kafka.articles_topic,),
@@ -68,8 +68,8 @@ def test_two_members_read_disjoint_shares_and_one_takes_all_when_the_other_leave
 
         _produce(settings, 60)
         read = _poll_until([first, second], lambda read: sum(map(len, read.values())) >= 60)
-        offsets = [(r.partition, r.offset) for recs in read.values() for r in recs]
-        assert len(offsets) == len(set(offsets)) == 60
+        positions = [(r.partition, r.offset) for recs in read.values() for r in recs]
+        assert len(positions) == len(set(positions)) == 60
         assert {r.partition for r in read[first]} <= _held(first)
         assert {r.partition for r in read[second]} <= _held(second)
 

@@ -1,6 +1,6 @@
 """The committed offset advances only over contiguous settled ranges."""
 
-from pipelines.kafkaio import _OffsetLedger
+from pipelines.offsets import _OffsetLedger
 
 
 def test_out_of_order_acks_advance_only_when_contiguous():

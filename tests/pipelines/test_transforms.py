@@ -1,7 +1,7 @@
 """Routing of pipeline outcomes: every input record ends in exactly one outcome."""
 
 from newswatch.schemas import Article, DeadLetter
-from pipelines.kafkaio import OutcomeAck
+from pipelines.offsets import OutcomeAck
 from pipelines.transforms import _failed_batch_to_dead_letters
 
 

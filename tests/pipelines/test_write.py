@@ -13,7 +13,8 @@ from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
 
 from newswatch.topics import make_admin
-from pipelines.kafkaio import OutboundMessage, OutboundRecord, OutcomeAck, WriteToKafkaFn
+from pipelines.kafka_write import OutboundMessage, OutboundRecord, WriteToKafkaFn
+from pipelines.offsets import OutcomeAck
 from tests.streams import read_topic
 
 

@@ -28,7 +28,7 @@ from pipelines.index import (
     IndexSpec,
     latest_points,
 )
-from pipelines.kafkaio import OutcomeAck
+from pipelines.offsets import OutcomeAck
 
 DAY = datetime(2020, 8, 11, tzinfo=UTC).timestamp()
 HOUR = 3600
