@@ -33,7 +33,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import email.utils
 import http.client
 import ipaddress
 import logging
@@ -43,7 +42,6 @@ import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from urllib.parse import quote, urljoin, urlsplit
 
 from connectors.errors import (
@@ -60,8 +58,9 @@ from connectors.errors import (
 )
 from newswatch.config import ConnectorSettings
 from newswatch.errors import ConfigError
+from newswatch.retry import retry_after_seconds
 
-__all__ = ["FetchResult", "Fetcher", "address_allowed", "retry_after_seconds"]
+__all__ = ["FetchResult", "Fetcher", "address_allowed"]
 
 logger = logging.getLogger(__name__)
 
@@ -130,22 +129,6 @@ def _is_public(ip: IPAddress) -> bool:
         or ip.is_reserved
         or ip.is_unspecified
     )
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class _PinnedConnection(http.client.HTTPConnection):

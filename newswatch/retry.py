@@ -1,4 +1,4 @@
-"""Waiting out a broker that cannot be reached, the same way everywhere (tenacity).
+"""Waiting before trying again, the same way everywhere: Kafka outages (tenacity), Retry-After.
 
 `retry_kafka` runs an attempt again on Kafka errors with exponential backoff
 (0.5 s doubling to 10 s), logging each retry, for up to ``seconds`` (default
@@ -10,18 +10,23 @@ at once.
 Example::
 
     consumer = retry_kafka("offset committer", lambda: make_consumer(servers, group_id=group))
+
+`retry_after_seconds` reads an HTTP ``Retry-After`` header for the feed fetcher and
+the webhook sink alike.
 """
 
 from __future__ import annotations
 
+import email.utils
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TypeVar
 
 import tenacity
 from kafka import errors as kafka_errors
 
-__all__ = ["retry_kafka"]
+__all__ = ["retry_after_seconds", "retry_kafka"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,3 +63,19 @@ def retry_kafka(
         reraise=True,
     )
     return retrying(attempt)
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

@@ -16,10 +16,8 @@ urllib: one POST needs no client library.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +25,7 @@ from typing import Any
 
 from newswatch.config import WebhookSettings
 from newswatch.errors import ConfigError
+from newswatch.retry import retry_after_seconds
 from notifiers.errors import PermanentFailure, TransientFailure
 from notifiers.messages import Notification
 
@@ -96,7 +95,7 @@ class WebhookSink:
             reason = f"HTTP {exc.code} {exc.reason} from {self}" + (f": {detail}" if detail else "")
             if exc.code in _RETRIED_STATUSES or exc.code >= 500:
                 raise TransientFailure(
-                    reason, _retry_after(exc.headers.get("Retry-After"))
+                    reason, retry_after_seconds(exc.headers.get("Retry-After"))
                 ) from exc
             raise PermanentFailure(reason) from exc
         except (urllib.error.URLError, OSError) as exc:
@@ -110,17 +109,3 @@ def _excerpt(exc: urllib.error.HTTPError, limit: int = 300) -> str:
     except OSError:
         return ""
     return " ".join(text.split())
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -21,8 +21,9 @@ from connectors.errors import (
     UnexpectedStatus,
     UnsupportedURL,
 )
-from connectors.fetch import Fetcher, address_allowed, retry_after_seconds
+from connectors.fetch import Fetcher, address_allowed
 from newswatch.config import ConnectorSettings
+from newswatch.retry import retry_after_seconds
 from tests.connectors.servers import FeedServer, Reply, tls_certificate
 
 DATA = Path(__file__).parents[1] / "data" / "feeds"
